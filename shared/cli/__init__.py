@@ -1,0 +1,19 @@
+"""The `relevance` command line: one click group, one module per theme."""
+
+from __future__ import annotations
+
+import click
+
+from shared.cli.bench import bench
+from shared.cli.explain import explain
+from shared.cli.train import train
+
+
+@click.group()
+def main() -> None:
+    """Explain an IMDB LSTM sentiment classifier word by word (LRP, SA, GI)."""
+
+
+main.add_command(explain)
+main.add_command(train)
+main.add_command(bench)
