@@ -129,8 +129,6 @@ def save_weights(path: Path, arrays: dict[str, npt.NDArray[Any]], meta: dict[str
     """Write the one-file export (float32 arrays + meta JSON string)."""
     check_shapes(arrays)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(
-        path,
-        **{k: np.asarray(arrays[k], dtype=np.float32) for k in ARRAY_KEYS},
-        meta=np.array(json.dumps(meta, sort_keys=True)),
-    )
+    payload: dict[str, Any] = {k: np.asarray(arrays[k], dtype=np.float32) for k in ARRAY_KEYS}
+    payload["meta"] = np.array(json.dumps(meta, sort_keys=True))
+    np.savez_compressed(path, **payload)
