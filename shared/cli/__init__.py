@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from shared.cli.bench import bench
+from shared.cli.data import import_imdb
 from shared.cli.explain import explain
 from shared.cli.train import train
 
@@ -17,3 +18,4 @@ def main() -> None:
 main.add_command(explain)
 main.add_command(train)
 main.add_command(bench)
+main.add_command(import_imdb)
