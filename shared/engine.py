@@ -2,23 +2,25 @@
 
 Model: Embedding(V, E) -> LSTM(H) (Keras layout, gates i, f, c, o) -> Dense(C) logits. Imports NumPy only.
 
-How it is fast (see ../shared/notes/engine-performance.md for the measurements behind these choices):
-- Reviews are sorted by length and left-aligned to a common end, so at every time step the reviews still
-  running form a prefix of the batch: no work is ever done on padding, and padding cannot leak anywhere.
+How it is fast (../shared/notes/engine-performance.md has the measurements behind these choices):
+- Reviews are sorted by length and right-aligned to a common last step, so at every step the reviews
+  still running form a prefix of the batch: no work is ever done on padding, and nothing can leak into it.
 - Arrays are feature-major, (features, batch): each gate is a contiguous row block of the (4H, n)
-  pre-activations, so element-wise gate arithmetic runs on contiguous memory.
-- The input projection embedding @ kernel + bias is a precomputed (V, 4H) table, gathered once per batch.
-- One exp for all four gates: the cell-candidate rows of the weights are doubled so that
-  tanh(z) = 2 * sigmoid(2z) - 1. All gradients are taken with respect to these scaled pre-activations.
-- GI and the LRP token totals need no extra matrix product: sum_e x_e * (W dz)_e = dz . (x W), and x W is
+  pre-activations, and the products with the weights are single matrix products with no transposes.
+- Gates are kept in the order i, f, o, g so that one sigmoid covers a contiguous 3H block; the i, f, o rows
+  of the weights are negated once, so that sigmoid = 1 / (1 + exp(z)) needs no negation per step, and
+  their gradients carry the same sign (s (s - 1) = -s (1 - s)), which the negated weights undo.
+- The input projection embedding @ kernel + bias is a precomputed table, gathered once per batch.
+- GI and the LRP token totals need no extra matrix product: sum_e x_e (W dz)_e = dz . (x W), and x W is
   the gathered table minus the bias. SA needs dx = W dz, fused with the recurrent product dh = U dz.
+- All large arrays live in a workspace reused across batches (fresh pages cost more than the work here).
 
 LRP follows Arras et al. 2017 ("Explaining Recurrent Neural Network Predictions in Sentiment Analysis"):
 epsilon rule on every linear map (stabiliser eps * sign(denominator), sign(0) = +1), the bias and stabiliser
 share redistributed over the layer inputs with weight `bias_factor`, and "signal-take-all" for products:
 h = o * tanh(c) gives all relevance to c, and c = f * c_prev + i * g gives the two summands' relevance to
 c_prev and g only. Relevance starts at the target logit. `lrp_rest` is what reaches no token: the relevance
-left at the zero initial state plus what the biases and stabilisers absorb (when bias_factor < 1).
+left at the zero initial state plus what biases and stabilisers absorb (when bias_factor < 1).
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ Array = npt.NDArray[np.floating]
 IntArray = npt.NDArray[np.intp]
 
 PAD_ID = 0  # as in keras.datasets.imdb
-DEFAULT_TOKEN_BUDGET = 48_000  # tokens per inner batch: ~12 H floats each, so ~150 MB at H = 64
-DEFAULT_MAX_ROWS = 384  # reviews per inner batch; wider matrices gain little at H = 64
+DEFAULT_TOKEN_BUDGET = 48_000  # padded tokens per inner batch: 12 H floats each, ~150 MB at H = 64
+DEFAULT_MAX_ROWS = 320  # reviews per inner batch: wider arrays fall out of the CPU caches
+_KERAS_TO_IFOG = (0, 1, 3, 2)  # Keras stores i, f, c, o; we use i, f, o, g(= c)
+_FLUSH_EVERY = 8  # steps between flushes of vanishing backward signals (see _flush_tiny)
 
 
 @dataclass(frozen=True)
@@ -55,34 +59,34 @@ class Explanation:
 
 @dataclass(frozen=True)
 class _Params:
-    """Weights rearranged for the feature-major loops; cell-candidate rows scaled by 2 (see module doc)."""
+    """Weights rearranged for the feature-major loops: gates i, f, o, g with i, f, o negated."""
 
-    table: Array  # (V, 4H) embedding @ kernel + bias, scaled
-    bias: Array  # (4H,) scaled
-    recurrent_t: Array  # (4H, H) U^T, scaled: z += recurrent_t @ h
-    grad_back: Array  # (H + E + 1, 4H) [U; W; b^T] scaled: dh, dx and b . dz from one product
-    lrp_back_g: Array  # (H + 1, H) [U_g; b_g^T] scaled: LRP messages to h_prev and the bias share
+    table_t: Array  # (4H, V) (embedding @ kernel + bias)^T
+    bias: Array  # (4H,)
+    recurrent_t: Array  # (4H, H) z += recurrent_t @ h
+    grad_back: Array  # (H + E + 1, 4H) [U; W; b^T]: dh, dx and b . dz from one product
+    lrp_back_g: Array  # (H + 1, H) [U_g; b_g^T] true signs: LRP messages to h_prev and the bias share
     dense_t: Array  # (C, H)
     dense_bias: Array  # (C,)
 
 
 def _scaled_params(weights: ModelWeights, dtype: type[np.floating]) -> _Params:
     H = weights.hidden_size
-    scale = np.ones(4 * H)  # (4H,)
-    scale[2 * H : 3 * H] = 2.0
-    kernel = weights.lstm_kernel * scale  # (E, 4H)
-    recurrent = weights.lstm_recurrent_kernel * scale  # (H, 4H)
-    bias = weights.lstm_bias * scale  # (4H,)
+    order = np.concatenate([np.arange(k * H, (k + 1) * H) for k in _KERAS_TO_IFOG])  # (4H,)
+    sign = np.concatenate([-np.ones(3 * H), np.ones(H)])  # (4H,) negate i, f, o
+    kernel = weights.lstm_kernel[:, order] * sign  # (E, 4H)
+    recurrent = weights.lstm_recurrent_kernel[:, order] * sign  # (H, 4H)
+    bias = weights.lstm_bias[order] * sign  # (4H,)
     table = weights.embedding @ kernel + bias  # (V, 4H)
     grad_back = np.concatenate([recurrent, kernel, bias[None, :]], axis=0)  # (H + E + 1, 4H)
-    g = slice(2 * H, 3 * H)
+    g = slice(3 * H, 4 * H)
     lrp_back_g = np.concatenate([recurrent[:, g], bias[None, g]], axis=0)  # (H + 1, H)
 
     def cast(a: Array) -> Array:
         return np.ascontiguousarray(a, dtype=dtype)
 
     return _Params(
-        table=cast(table),
+        table_t=cast(table.T),
         bias=cast(bias),
         recurrent_t=cast(recurrent.T),
         grad_back=cast(grad_back),
@@ -92,150 +96,214 @@ def _scaled_params(weights: ModelWeights, dtype: type[np.floating]) -> _Params:
     )
 
 
+class _Workspace:
+    """Flat buffers reused by every batch (one engine per thread), viewed with the shape a batch needs."""
+
+    def __init__(self, hidden: int, embed: int, dtype: type[np.floating]) -> None:
+        self.hidden, self.embed, self.dtype = hidden, embed, dtype
+        self.slots = self.rows = 0
+        self.ensure(slots=1, rows=1)
+
+    def ensure(self, slots: int, rows: int) -> None:
+        """Grow the buffers to hold a batch of `slots` padded tokens and `rows` reviews."""
+        H, E, dtype = self.hidden, self.embed, self.dtype
+        if slots > self.slots:
+            self.slots = slots
+            self.x = np.empty(4 * H * slots, dtype)
+            self.gates = np.empty(4 * H * slots, dtype)
+            self.z_g = np.empty(H * slots, dtype)
+            self.c = np.empty(H * slots, dtype)
+            self.tanh_c = np.empty(H * slots, dtype)
+            self.h = np.empty(H * slots, dtype)
+        if rows > self.rows:
+            self.rows = rows
+            self.step = np.empty((H + E + 1) * rows, dtype)  # one step's matrix product
+            self.wide = np.empty(4 * H * rows, dtype)  # (4H, n) per-step scratch
+            self.temps = [np.empty(3 * H * rows, dtype) for _ in range(3)]  # (H or 3H, n) scratch
+
+    @staticmethod
+    def view(buffer: Array, *shape: int) -> Array:
+        return buffer[: int(np.prod(shape))].reshape(shape)
+
+
 @dataclass
 class _Trace:
-    """What the forward pass keeps for the two backward passes, time-major, (T, features, B)."""
+    """What the forward pass keeps for the two backward passes, feature-major."""
 
-    x: Array  # (T, 4H, B) gathered input projections (scaled, bias included)
-    gates: Array  # (T, 4H, B) activations i, f, g, o
-    z_g: Array  # (T, H, B) scaled cell-candidate pre-activation
+    x: Array  # (4H, T, B) gathered input projections (i, f, o negated), bias included
+    gates: Array  # (T, 4H, B) activations i, f, o, g
+    z_g: Array  # (T, H, B) cell-candidate pre-activation
     c: Array  # (T, H, B) cell state
     tanh_c: Array  # (T, H, B)
     h: Array  # (T, H, B) hidden state
     active: IntArray  # (T,) rows running at each step (a prefix of the batch)
 
 
-def _sigmoid_into(z: Array, out: Array) -> None:
-    """out = 1 / (1 + exp(-z)), overwriting z."""
-    np.negative(z, out=z)
-    np.exp(z, out=z)
-    z += 1.0
-    np.reciprocal(z, out=out)
+def _flush_tiny(values: Array, scratch: Array) -> None:
+    """Zero entries below 1e13 * the smallest normal number (1e-25 in float32).
+
+    Backward signals of distant tokens vanish geometrically; once a whole array is subnormal every
+    operation on it runs many times slower. Values this small are below float32 resolution of any logit.
+    """
+    np.abs(values, out=scratch)
+    np.copyto(values, 0.0, where=scratch < np.finfo(values.dtype).tiny * 1e13)
 
 
-def _forward(p: _Params, tokens: IntArray, active: IntArray) -> _Trace:
-    """Run the LSTM over a left-aligned batch; tokens (T, B), rows [0, active[t]) run at step t."""
+def _forward(p: _Params, ws: _Workspace, tokens: IntArray, active: IntArray) -> _Trace:
+    """Run the LSTM over a right-aligned batch; tokens (T, B), rows [0, active[t]) run at step t."""
     T, B = tokens.shape
     H = p.recurrent_t.shape[1]
-    dtype = p.table.dtype
-    x = np.take(p.table, tokens, axis=0, mode="clip")  # (T, B, 4H)
-    x = np.ascontiguousarray(x.transpose(0, 2, 1))  # (T, 4H, B)
-    trace = _Trace(
+    V = ws.view
+    x = V(ws.x, 4 * H, T, B)
+    flat_tokens = tokens.reshape(-1)  # (T * B,)
+    for row, out in zip(p.table_t, x.reshape(4 * H, T * B), strict=True):
+        np.take(row, flat_tokens, out=out, mode="clip")  # one table row at a time stays in cache
+    tr = _Trace(
         x=x,
-        gates=np.empty((T, 4 * H, B), dtype),
-        z_g=np.empty((T, H, B), dtype),
-        c=np.zeros((T, H, B), dtype),
-        tanh_c=np.empty((T, H, B), dtype),
-        h=np.zeros((T, H, B), dtype),
+        gates=V(ws.gates, T, 4 * H, B),
+        z_g=V(ws.z_g, T, H, B),
+        c=V(ws.c, T, H, B),
+        tanh_c=V(ws.tanh_c, T, H, B),
+        h=V(ws.h, T, H, B),
         active=active,
     )
-    zeros = np.zeros((H, B), dtype)  # (H, B) the initial state
+    zeros = np.zeros((H, B), ws.dtype)  # (H, B) the initial state
     for t in range(T):
         n = int(active[t])
-        h_prev = trace.h[t - 1, :, :n] if t else zeros[:, :n]  # (H, n)
-        c_prev = trace.c[t - 1, :, :n] if t else zeros[:, :n]  # (H, n)
-        z = p.recurrent_t @ h_prev  # (4H, n)
-        z += x[t, :, :n]  # (4H, n)
-        trace.z_g[t, :, :n] = z[2 * H : 3 * H]  # (H, n)
-        gates = trace.gates[t, :, :n]  # (4H, n)
-        _sigmoid_into(z, gates)
-        i, f, g, o = gates[:H], gates[H : 2 * H], gates[2 * H : 3 * H], gates[3 * H :]  # (H, n) each
-        g *= 2.0
-        g -= 1.0  # tanh of the unscaled pre-activation
-        c = trace.c[t, :, :n]  # (H, n)
+        if t:
+            started = slice(int(active[t - 1]), n)  # rows whose first step is t start from zero
+            tr.c[t - 1, :, started] = 0.0
+            tr.h[t - 1, :, started] = 0.0
+        h_prev = tr.h[t - 1, :, :n] if t else zeros[:, :n]  # (H, n)
+        c_prev = tr.c[t - 1, :, :n] if t else zeros[:, :n]  # (H, n)
+        z = V(ws.wide, 4 * H, n)  # (4H, n)
+        np.matmul(p.recurrent_t, h_prev, out=z)
+        z += x[:, t, :n]
+        gates = tr.gates[t, :, :n]  # (4H, n)
+        ifo = z[: 3 * H]  # (3H, n) negated pre-activations
+        np.exp(ifo, out=ifo)
+        ifo += 1.0
+        np.reciprocal(ifo, out=gates[: 3 * H])
+        tr.z_g[t, :, :n] = z[3 * H :]
+        np.tanh(z[3 * H :], out=gates[3 * H :])
+        i, f, o, g = gates[:H], gates[H : 2 * H], gates[2 * H : 3 * H], gates[3 * H :]  # (H, n) each
+        c = tr.c[t, :, :n]  # (H, n)
         np.multiply(f, c_prev, out=c)
-        c += i * g
-        tanh_c = trace.tanh_c[t, :, :n]  # (H, n)
+        ig = V(ws.temps[0], H, n)  # (H, n)
+        np.multiply(i, g, out=ig)
+        c += ig
+        tanh_c = tr.tanh_c[t, :, :n]  # (H, n)
         np.tanh(c, out=tanh_c)
-        np.multiply(o, tanh_c, out=trace.h[t, :, :n])
-    return trace
+        np.multiply(o, tanh_c, out=tr.h[t, :, :n])
+    return tr
 
 
-def _gradients(p: _Params, tr: _Trace, targets: IntArray) -> tuple[Array, Array]:
+def _gradients(p: _Params, ws: _Workspace, tr: _Trace, targets: IntArray) -> tuple[Array, Array]:
     """SA and GI per (step, row): d(target logit)/d(embedding) by backpropagation through time."""
     T, H, B = tr.h.shape
-    dtype = tr.h.dtype
     E = p.grad_back.shape[0] - H - 1
-    sa = np.zeros((T, B), dtype)  # (T, B)
-    gi = np.zeros((T, B), dtype)  # (T, B)
+    V = ws.view
+    sa = np.zeros((T, B), ws.dtype)  # (T, B)
+    gi = np.zeros((T, B), ws.dtype)  # (T, B)
     dh = np.ascontiguousarray(p.dense_t[targets].T)  # (H, B) d logit / d h_T
-    dc = np.zeros((H, B), dtype)  # (H, B)
-    zeros = np.zeros((H, B), dtype)
+    dc = np.zeros((H, B), ws.dtype)  # (H, B)
+    zeros = np.zeros((H, B), ws.dtype)
     for t in range(T - 1, -1, -1):
         n = int(tr.active[t])
         gates = tr.gates[t, :, :n]  # (4H, n)
-        i, f, g, o = gates[:H], gates[H : 2 * H], gates[2 * H : 3 * H], gates[3 * H :]  # (H, n) each
-        tanh_c = tr.tanh_c[t, :, :n]  # (H, n)
+        i, f, o, g = gates[:H], gates[H : 2 * H], gates[2 * H : 3 * H], gates[3 * H :]  # (H, n) each
+        tanh_c, h = tr.tanh_c[t, :, :n], tr.h[t, :, :n]  # (H, n)
         c_prev = tr.c[t - 1, :, :n] if t else zeros[:, :n]  # (H, n)
         dh_n, dc_n = dh[:, :n], dc[:, :n]  # (H, n)
-        dz = np.empty((4 * H, n), dtype)  # (4H, n) gradient w.r.t. the scaled pre-activations
-        do = dz[3 * H :]
-        np.multiply(dh_n, tanh_c, out=do)  # d o
-        dh_n *= o
-        dh_n *= 1.0 - tanh_c * tanh_c
-        dc_n += dh_n  # d c
+        if t % _FLUSH_EVERY == 0:
+            _flush_tiny(dh_n, V(ws.temps[0], H, n))
+            _flush_tiny(dc_n, V(ws.temps[0], H, n))
+        dz = V(ws.wide, 4 * H, n)  # (4H, n) gradient w.r.t. the stored (i, f, o negated) pre-activations
+        np.multiply(dh_n, tanh_c, out=dz[2 * H : 3 * H])  # d o
+        dtanh = V(ws.temps[0], H, n)  # (H, n) o (1 - tanh(c)^2) = o - h tanh(c)
+        np.multiply(h, tanh_c, out=dtanh)
+        np.subtract(o, dtanh, out=dtanh)
+        dtanh *= dh_n
+        dc_n += dtanh  # d c
         np.multiply(dc_n, g, out=dz[:H])  # d i
         np.multiply(dc_n, c_prev, out=dz[H : 2 * H])  # d f
-        np.multiply(dc_n, i, out=dz[2 * H : 3 * H])  # d g
+        np.multiply(dc_n, i, out=dz[3 * H :])  # d g
         dc_n *= f  # d c_prev
-        dz[:H] *= i * (1.0 - i)  # sigmoid derivatives
-        dz[H : 2 * H] *= f * (1.0 - f)
-        do *= o * (1.0 - o)
-        dz[2 * H : 3 * H] *= (1.0 - g * g) * 0.5  # tanh derivative, and z_g' = 2 z_g
-        back = p.grad_back @ dz  # (H + E + 1, n): [dh_prev; dx; b . dz]
-        dh[:, :n] = back[:H]
+        slope = V(ws.temps[1], 3 * H, n)  # (3H, n) s (s - 1): sigmoid slope, negated like the weights
+        np.subtract(gates[: 3 * H], 1.0, out=slope)
+        slope *= gates[: 3 * H]
+        dz[: 3 * H] *= slope
+        np.multiply(g, g, out=dtanh)
+        np.subtract(1.0, dtanh, out=dtanh)
+        dz[3 * H :] *= dtanh
+        back = V(ws.step, H + E + 1, n)  # (H + E + 1, n): [dh_prev; dx; b . dz]
+        np.matmul(p.grad_back, dz, out=back)
+        dh = back[:H]  # (H, n) read before the next product overwrites it
         dx = back[H : H + E]  # (E, n)
         sa[t, :n] = np.einsum("en,en->n", dx, dx)
-        gi[t, :n] = np.einsum("kn,kn->n", dz, tr.x[t, :, :n]) - back[H + E]
+        gi[t, :n] = np.einsum("kn,kn->n", dz, tr.x[:, t, :n])
+        gi[t, :n] -= back[H + E]
     return sa, gi
 
 
 def _lrp(
-    p: _Params, tr: _Trace, logits: Array, targets: IntArray, eps: float, bias_factor: float
+    p: _Params, ws: _Workspace, tr: _Trace, logits: Array, targets: IntArray, eps: float, bias_factor: float
 ) -> tuple[Array, Array]:
     """LRP per (step, row), and per row the relevance reaching no token (initial state + absorbed)."""
     T, H, B = tr.h.shape
-    dtype = tr.h.dtype
     E = p.grad_back.shape[0] - H - 1
+    V = ws.view
     keep = 1.0 - bias_factor  # share of bias + stabiliser that is absorbed, not redistributed
-    relevance = np.zeros((T, B), dtype)  # (T, B)
-    absorbed = np.zeros(B, dtype)  # (B,)
+    relevance = np.zeros((T, B), ws.dtype)  # (T, B)
+    absorbed = np.zeros(B, ws.dtype)  # (B,)
 
     # Dense layer: the target logit onto h_T; the bias share is spread over the H inputs.
     out = logits[targets, np.arange(B)]  # (B,) target logit, the relevance to explain
     out_sign = np.where(out >= 0, 1.0, -1.0)  # (B,)
     out_bias = p.dense_bias[targets] + eps * out_sign  # (B,)
     scale = out / (out + eps * out_sign)  # (B,)
-    Rh = (tr.h[T - 1] * p.dense_t[targets].T + bias_factor * out_bias / H) * scale  # (H, B)
+    Rh_all = (tr.h[T - 1] * p.dense_t[targets].T + bias_factor * out_bias / H) * scale  # (H, B)
+    Rh = Rh_all.astype(ws.dtype)  # (H, B)
     absorbed += keep * out_bias * scale
-    Rc = np.zeros((H, B), dtype)  # (H, B)
+    Rc = np.zeros((H, B), ws.dtype)  # (H, B)
 
-    zeros = np.zeros((H, B), dtype)
+    zeros = np.zeros((H, B), ws.dtype)
     for t in range(T - 1, -1, -1):
         n = int(tr.active[t])
         gates = tr.gates[t, :, :n]  # (4H, n)
-        i, f, g = gates[:H], gates[H : 2 * H], gates[2 * H : 3 * H]  # (H, n) each
+        i, f, g = gates[:H], gates[H : 2 * H], gates[3 * H :]  # (H, n) each
         c = tr.c[t, :, :n]  # (H, n)
         c_prev = tr.c[t - 1, :, :n] if t else zeros[:, :n]  # (H, n)
         h_prev = tr.h[t - 1, :, :n] if t else zeros[:, :n]  # (H, n)
         Rc_n = Rc[:, :n]  # (H, n)
         Rc_n += Rh[:, :n]  # signal-take-all: h = o * tanh(c) gives everything to c
+        if t % _FLUSH_EVERY == 0:
+            _flush_tiny(Rc_n, V(ws.temps[0], H, n))
         # c = f * c_prev + i * g: epsilon rule over the two summands; the gates get nothing.
-        sign_c = np.copysign(1.0, c)  # (H, n)
-        m_c = Rc_n / (c + eps * sign_c)  # (H, n)
-        stab_c = eps * np.einsum("hn,hn->n", m_c, sign_c)  # (n,) stabiliser share
-        Rg = i * g * m_c  # (H, n)
-        np.multiply(f * c_prev, m_c, out=Rc_n)  # relevance of c_prev
+        stab, den, msg = (V(buf, H, n) for buf in ws.temps)  # (H, n) each
+        np.copysign(eps, c, out=stab)
+        np.add(c, stab, out=den)
+        np.divide(Rc_n, den, out=msg)  # m_c
+        stab_c = np.einsum("hn,hn->n", msg, stab)  # (n,) stabiliser share
+        Rg = den  # reuse: relevance of g
+        np.multiply(i, g, out=Rg)
+        Rg *= msg
+        np.multiply(f, c_prev, out=stab)
+        np.multiply(stab, msg, out=Rc_n)  # relevance of c_prev
         if bias_factor:
-            Rc_n += bias_factor * stab_c / (2 * H)
-            Rg += bias_factor * stab_c / (2 * H)
-        # z_g = x W_g + h_prev U_g + b_g (all scaled by 2): epsilon rule onto x and h_prev.
+            Rc_n += bias_factor / (2 * H) * stab_c
+            Rg += bias_factor / (2 * H) * stab_c
+        # z_g = x W_g + h_prev U_g + b_g: epsilon rule onto x and h_prev.
         z_g = tr.z_g[t, :, :n]  # (H, n)
-        sign_g = np.copysign(1.0, z_g)  # (H, n)
-        m_g = Rg / (z_g + 2.0 * eps * sign_g)  # (H, n)
-        back = p.lrp_back_g @ m_g  # (H + 1, n): [U_g m_g; b_g . m_g]
-        bias_share = back[H] + 2.0 * eps * np.einsum("hn,hn->n", m_g, sign_g)  # (n,)
-        relevance[t, :n] = np.einsum("hn,hn->n", m_g, tr.x[t, 2 * H : 3 * H, :n]) - back[H]
+        np.copysign(eps, z_g, out=stab)
+        np.add(z_g, stab, out=msg)
+        np.divide(Rg, msg, out=msg)  # m_g
+        back = V(ws.step, H + 1, n)  # (H + 1, n): [U_g m_g; b_g . m_g]
+        np.matmul(p.lrp_back_g, msg, out=back)
+        bias_share = np.einsum("hn,hn->n", msg, stab)  # (n,) stabiliser part ...
+        bias_share += back[H]  # ... plus the bias part
+        relevance[t, :n] = np.einsum("hn,hn->n", msg, tr.x[3 * H :, t, :n])
+        relevance[t, :n] -= back[H]
         np.multiply(h_prev, back[:H], out=Rh[:, :n])
         if bias_factor:
             relevance[t, :n] += bias_factor * E / (E + H) * bias_share
@@ -296,6 +364,7 @@ class Engine:
         self.token_budget = token_budget
         self.max_rows = max_rows
         self._params = _scaled_params(weights, dtype)
+        self._workspace = _Workspace(weights.hidden_size, weights.embedding.shape[1], dtype)
 
     def _check(self, sequences: Sequence[Sequence[int]]) -> list[IntArray]:
         V = self.weights.vocab_size
@@ -332,14 +401,15 @@ class Engine:
     def _explain_batch(
         self, ids: list[IntArray], lengths: IntArray, wanted: list[int | None] | None
     ) -> list[Explanation]:
-        """One left-aligned batch, rows sorted longest first."""
-        p = self._params
+        """One right-aligned batch, rows sorted longest first."""
+        p, ws = self._params, self._workspace
         B, T = len(ids), int(lengths[0])
+        ws.ensure(slots=T * B, rows=B)
         tokens = np.zeros((T, B), dtype=np.intp)  # (T, B) left padding is never read
         for j, seq in enumerate(ids):
             tokens[T - seq.size :, j] = seq
         active = np.searchsorted(-lengths, -(T - np.arange(T)), side="right")  # (T,)
-        trace = _forward(p, tokens, active)
+        trace = _forward(p, ws, tokens, active)
         logits = p.dense_t @ trace.h[T - 1] + p.dense_bias[:, None]  # (C, B)
         shifted = np.exp(logits - logits.max(axis=0))  # (C, B)
         probabilities = shifted / shifted.sum(axis=0)  # (C, B)
@@ -349,8 +419,8 @@ class Engine:
             for j, target in enumerate(wanted):
                 if target is not None:
                     targets[j] = target
-        sa, gi = _gradients(p, trace, targets)  # (T, B) each
-        lrp, rest = _lrp(p, trace, logits, targets, self.eps, self.bias_factor)  # (T, B), (B,)
+        sa, gi = _gradients(p, ws, trace, targets)  # (T, B) each
+        lrp, rest = _lrp(p, ws, trace, logits, targets, self.eps, self.bias_factor)  # (T, B), (B,)
         sa, gi, lrp = sa.T.copy(), gi.T.copy(), lrp.T.copy()  # (B, T) each
         return [
             Explanation(
