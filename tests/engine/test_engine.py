@@ -1,4 +1,4 @@
-"""The batched engine against an independent plain loop, finite differences, conservation, hand-made numbers."""
+"""The batched engine against a plain-loop reference, finite differences, conservation, hand-made numbers."""
 
 from __future__ import annotations
 
