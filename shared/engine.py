@@ -25,6 +25,7 @@ left at the zero initial state plus what biases and stabilisers absorb (when bia
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -365,6 +366,7 @@ class Engine:
         self.max_rows = max_rows
         self._params = _scaled_params(weights, dtype)
         self._workspace = _Workspace(weights.hidden_size, weights.embedding.shape[1], dtype)
+        self.seconds = dict.fromkeys(("forward", "gradient", "lrp", "other"), 0.0)  # cumulative, per phase
 
     def _check(self, sequences: Sequence[Sequence[int]]) -> list[IntArray]:
         V = self.weights.vocab_size
@@ -403,13 +405,16 @@ class Engine:
     ) -> list[Explanation]:
         """One right-aligned batch, rows sorted longest first."""
         p, ws = self._params, self._workspace
+        started = time.perf_counter()
         B, T = len(ids), int(lengths[0])
         ws.ensure(slots=T * B, rows=B)
         tokens = np.zeros((T, B), dtype=np.intp)  # (T, B) left padding is never read
         for j, seq in enumerate(ids):
             tokens[T - seq.size :, j] = seq
         active = np.searchsorted(-lengths, -(T - np.arange(T)), side="right")  # (T,)
+        forward_start = time.perf_counter()
         trace = _forward(p, ws, tokens, active)
+        forward_end = time.perf_counter()
         logits = p.dense_t @ trace.h[T - 1] + p.dense_bias[:, None]  # (C, B)
         shifted = np.exp(logits - logits.max(axis=0))  # (C, B)
         probabilities = shifted / shifted.sum(axis=0)  # (C, B)
@@ -419,13 +424,17 @@ class Engine:
             for j, target in enumerate(wanted):
                 if target is not None:
                     targets[j] = target
+        gradient_start = time.perf_counter()
         sa, gi = _gradients(p, ws, trace, targets)  # (T, B) each
+        lrp_start = time.perf_counter()
         lrp, rest = _lrp(p, ws, trace, logits, targets, self.eps, self.bias_factor)  # (T, B), (B,)
-        sa, gi, lrp = sa.T.copy(), gi.T.copy(), lrp.T.copy()  # (B, T) each
-        return [
+        lrp_end = time.perf_counter()
+        sa, gi, lrp = sa.T.copy(), gi.T.copy(), lrp.T.copy()  # (B, T) each, rows contiguous
+        logits, probabilities = logits.T.copy(), probabilities.T.copy()  # (B, C) each
+        explanations = [
             Explanation(
-                logits=logits[:, j],
-                probabilities=probabilities[:, j],
+                logits=logits[j],
+                probabilities=probabilities[j],
                 predicted_class=int(predicted[j]),
                 target_class=int(targets[j]),
                 lrp=lrp[j, T - L :],
@@ -435,6 +444,12 @@ class Engine:
             )
             for j, L in enumerate(lengths.tolist())
         ]
+        self.seconds["forward"] += forward_end - forward_start
+        self.seconds["gradient"] += lrp_start - gradient_start
+        self.seconds["lrp"] += lrp_end - lrp_start
+        self.seconds["other"] += (forward_start - started) + (gradient_start - forward_end)
+        self.seconds["other"] += time.perf_counter() - lrp_end
+        return explanations
 
 
 def truncate(token_ids: Sequence[int], max_length: int, keep: str) -> tuple[list[int], bool]:

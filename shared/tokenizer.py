@@ -22,7 +22,7 @@ OOV_TOKEN = "<unk>"
 PAD_TOKEN = "<pad>"
 
 KERAS_FILTERS = '!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\t\n'
-_BREAK_TAG = re.compile(r"<br\s*/?>", re.IGNORECASE)
+BREAK_TAG = re.compile(r"<br\s*/?>", re.IGNORECASE)
 _WORD = re.compile("[^" + re.escape(KERAS_FILTERS + " ") + "]+")
 
 
@@ -37,12 +37,12 @@ class Tokenized:
 
 def break_tag_spans(text: str) -> list[tuple[int, int]]:
     """Character spans of the `<br />` line-break tags, for showing them as line breaks."""
-    return [m.span() for m in _BREAK_TAG.finditer(text)]
+    return [m.span() for m in BREAK_TAG.finditer(text)]
 
 
 def word_spans(text: str) -> list[tuple[int, int]]:
     """Spans of the words Keras would produce, with `<br />` tags removed (replaced by spaces)."""
-    blanked = _BREAK_TAG.sub(lambda m: " " * len(m.group()), text)  # same length: spans stay valid
+    blanked = BREAK_TAG.sub(lambda m: " " * len(m.group()), text)  # same length: spans stay valid
     return [m.span() for m in _WORD.finditer(blanked)]
 
 
