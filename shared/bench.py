@@ -1,0 +1,155 @@
+"""Engine benchmark: measured figures, each against a baseline measured in the same run. Not a test."""
+
+from __future__ import annotations
+
+import importlib.util
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import orjson
+from threadpoolctl import threadpool_limits
+
+from shared.engine import Engine, truncate
+from shared.imdb import read_split, word_index_path
+from shared.settings import PROJECT_ROOT, Settings
+from shared.tokenizer import Vocabulary
+from shared.weights import ModelWeights, load_weights
+
+REFERENCE_LOOP = PROJECT_ROOT / "tests" / "engine" / "reference_lstm.py"
+METHODS = ("lrp", "sa", "gi")
+
+
+@dataclass
+class Report:
+    """Figures in the order they are printed."""
+
+    lines: list[str] = field(default_factory=list)
+
+    def add(self, label: str, value: str) -> None:
+        self.lines.append(f"{label:<46} {value}")
+        print(self.lines[-1], flush=True)
+
+
+def load_reference_loop() -> ModuleType | None:
+    """The plain per-review loop of the tests (present in a source checkout)."""
+    if not REFERENCE_LOOP.exists():
+        return None
+    spec = importlib.util.spec_from_file_location("reference_lstm", REFERENCE_LOOP)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
+def explain_in_chunks(engine: Engine, sequences: Sequence[list[int]], chunk: int) -> None:
+    for start in range(0, len(sequences), chunk):
+        engine.explain(sequences[start : start + chunk])
+
+
+def float_precision(weights: ModelWeights, sequences: Sequence[list[int]]) -> dict[str, float]:
+    """Largest float32 - float64 difference per method, relative to each review's largest value."""
+    single = Engine(weights, np.float32).explain(sequences)
+    double = Engine(weights, np.float64).explain(sequences)
+    worst = dict.fromkeys(METHODS, 0.0)
+    for a, b in zip(single, double, strict=True):
+        for m in METHODS:
+            exact = getattr(b, m)
+            scale = float(np.max(np.abs(exact))) or 1.0
+            worst[m] = max(worst[m], float(np.max(np.abs(getattr(a, m) - exact))) / scale)
+    return worst
+
+
+def end_to_end(model_path: Path, imdb_dir: Path, workdir: Path) -> tuple[float, float, int]:
+    """`relevance explain --input test.jsonl --output out.jsonl` as a child: seconds, peak MB, lines."""
+    source, output = workdir / "test.jsonl", workdir / "out.jsonl"
+    with source.open("wb") as out:
+        for review in read_split(imdb_dir, "test"):
+            out.write(orjson.dumps({"id": review.id, "text": review.text}) + b"\n")
+    command = (
+        "from threadpoolctl import threadpool_limits; threadpool_limits(1); "
+        "from shared.cli import main; main()"
+    )
+    args = [sys.executable, "-c", command, "explain", "--input", str(source), "--output", str(output)]
+    args += ["--model", str(model_path)]
+    start = time.perf_counter()
+    subprocess.run(args, check=True, stderr=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    with output.open("rb") as lines:
+        count = sum(1 for _ in lines)
+    return seconds, peak_mb, count
+
+
+def run(settings: Settings, reviews_at_200: int = 2000, loop_reviews: int = 20, full: bool = True) -> Report:
+    """Measure and print every figure of the engine issue's benchmark section."""
+    report = Report()
+    weights = load_weights(settings.model_path)
+    vocab = Vocabulary.from_file(word_index_path(settings.imdb_dir), weights.vocab_size)
+    reviews = list(read_split(settings.imdb_dir, "test"))
+    tokenized, tokenize_seconds = timed(lambda: [vocab.tokenize(r.text).token_ids for r in reviews])
+    report.add("tokenising 25,000 test reviews", f"{tokenize_seconds:.1f} s")
+
+    with threadpool_limits(1):
+        at_200 = [ids[:200] for ids in tokenized if len(ids) >= 200][:reviews_at_200]
+        engine = Engine(weights, np.float32)
+        engine.explain(at_200[:50])  # warm the workspace
+        _, seconds = timed(lambda: explain_in_chunks(engine, at_200, settings.engine_chunk_size))
+        rate = len(at_200) / seconds
+        report.add(
+            f"engine, {len(at_200)} reviews x 200 tokens",
+            f"{rate:,.0f} reviews/s, {rate * 200:,.0f} tokens/s",
+        )
+        reference = load_reference_loop()
+        if reference is not None:
+            sample = at_200[:loop_reviews]
+            _, loop_seconds = timed(lambda: [reference.explain_one(weights, ids) for ids in sample])
+            loop_rate = len(sample) / loop_seconds
+            report.add(f"plain per-review loop, {len(sample)} reviews", f"{loop_rate:,.1f} reviews/s")
+            report.add("engine / plain loop", f"{rate / loop_rate:,.0f} x")
+        precision = float_precision(weights, at_200[:200])
+        report.add(
+            "float32 vs float64, worst relative difference",
+            ", ".join(f"{m} {v:.1e}" for m, v in precision.items()),
+        )
+        if not full:
+            return report
+        read = [truncate(ids, weights.max_length, weights.keep)[0] for ids in tokenized]
+        engine = Engine(weights, np.float32)
+        engine.explain(read[:50])
+        engine.seconds = dict.fromkeys(engine.seconds, 0.0)
+        _, seconds = timed(lambda: explain_in_chunks(engine, read, settings.engine_chunk_size))
+        tokens = sum(len(ids) for ids in read)
+        report.add(
+            "engine, all 25,000 test reviews (LRP+SA+GI)",
+            f"{seconds:.1f} s ({tokens / seconds:,.0f} tokens/s)",
+        )
+        report.add(
+            "  where the time goes",
+            ", ".join(f"{k} {v:.1f} s ({v / seconds:.0%})" for k, v in engine.seconds.items()),
+        )
+    with tempfile.TemporaryDirectory() as workdir:
+        e2e_seconds, peak_mb, count = end_to_end(settings.model_path, settings.imdb_dir, Path(workdir))
+    report.add(
+        f"relevance explain --input/--output, {count} lines",
+        f"{e2e_seconds:.1f} s, peak RSS {peak_mb:.0f} MB",
+    )
+    report.add(
+        "this process, peak RSS", f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
+    )
+    return report
