@@ -25,6 +25,7 @@ left at the zero initial state plus what biases and stabilisers absorb (when bia
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -41,7 +42,7 @@ PAD_ID = 0  # as in keras.datasets.imdb
 DEFAULT_TOKEN_BUDGET = 48_000  # padded tokens per inner batch: 12 H floats each, ~150 MB at H = 64
 DEFAULT_MAX_ROWS = 320  # reviews per inner batch: wider arrays fall out of the CPU caches
 _KERAS_TO_IFOG = (0, 1, 3, 2)  # Keras stores i, f, c, o; we use i, f, o, g(= c)
-_FLUSH_EVERY = 8  # steps between flushes of vanishing backward signals (see _flush_tiny)
+_FLUSH_EVERY = 4  # steps between flushes of vanishing backward signals (see _flush_tiny)
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ class _Workspace:
 
     @staticmethod
     def view(buffer: Array, *shape: int) -> Array:
-        return buffer[: int(np.prod(shape))].reshape(shape)
+        return buffer[: math.prod(shape)].reshape(shape)
 
 
 @dataclass
@@ -141,13 +142,14 @@ class _Trace:
 
 
 def _flush_tiny(values: Array, scratch: Array) -> None:
-    """Zero entries below 1e13 * the smallest normal number (1e-25 in float32).
+    """Zero entries below 1e7 * sqrt(smallest normal number): 1e-12 in float32, 1e-147 in float64.
 
-    Backward signals of distant tokens vanish geometrically; once a whole array is subnormal every
-    operation on it runs many times slower. Values this small are below float32 resolution of any logit.
+    Backward signals of distant tokens vanish geometrically; once they (or their squares, for SA) are
+    subnormal, every operation on them runs many times slower. Such values are far below the float32
+    resolution of any logit or relevance the engine reports.
     """
     np.abs(values, out=scratch)
-    np.copyto(values, 0.0, where=scratch < np.finfo(values.dtype).tiny * 1e13)
+    np.copyto(values, 0.0, where=scratch < math.sqrt(np.finfo(values.dtype).tiny) * 1e7)
 
 
 def _forward(p: _Params, ws: _Workspace, tokens: IntArray, active: IntArray) -> _Trace:
