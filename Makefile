@@ -1,0 +1,31 @@
+# Every target runs from a fresh clone: `make install` creates the virtual environment first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: help install install-train test lint bench
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
+
+$(BIN)/relevance: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	@touch $@
+
+install: $(BIN)/relevance ## create .venv and install the project with its dev tools
+
+install-train: install ## add TensorFlow (training and the Keras oracle tests)
+	$(BIN)/pip install --quiet -e ".[dev,train]"
+
+test: install-train ## run the whole test suite (needs PostgreSQL and Redis, see .ci/run)
+	$(BIN)/python -m pytest
+
+lint: install ## ruff and strict mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: install ## engine benchmark: reviews/s, ratio to the plain loop, 25k seconds, peak memory
+	$(BIN)/relevance bench
