@@ -13,6 +13,8 @@ from shared.imdb import word_index_path
 from shared.tokenizer import Tokenized, Vocabulary
 from shared.weights import ModelWeights, load_weights
 
+METHODS = ("lrp", "sa", "gi")  # the engine's explanations, in the order the outputs list them
+
 
 @dataclass(frozen=True)
 class ExplainedReview:

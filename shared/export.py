@@ -13,10 +13,9 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from shared.explainer import ExplainedReview
+from shared.explainer import METHODS, ExplainedReview
 from shared.models import Explanation as ExplanationRow
 
-METHODS = ("lrp", "sa", "gi")
 CSV_COLUMNS = (
     "id",
     "true_class",

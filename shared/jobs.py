@@ -21,12 +21,11 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db import chunked, insert_for
-from shared.explainer import ExplainedReview, Explainer
+from shared.explainer import METHODS, ExplainedReview, Explainer
 from shared.heatmap import render_heatmap
 from shared.models import FINISHED, Dataset, Explanation, Job, JobStatus, Review, utcnow
 from shared.weights import load_weights
 
-METHODS = ("lrp", "sa", "gi")
 PREDICTED = "predicted"
 
 
@@ -85,9 +84,7 @@ def check_spec(spec: JobSpec, info: ModelInfo, max_texts: int, max_text_chars: i
         or len(set(spec.methods)) != len(spec.methods)
     ):
         raise JobRequestError("invalid_methods", f"methods must be distinct names from {list(METHODS)}")
-    classes = [str(c) for c in range(len(info.class_names))]
-    if spec.target != PREDICTED and spec.target not in classes:
-        raise JobRequestError("invalid_target", f'target must be "{PREDICTED}" or one of {classes}')
+    check_target(spec.target, info)
     if spec.limit is not None and spec.limit < 1:
         raise JobRequestError("invalid_limit", "limit must be a positive integer")
     if spec.texts is not None:
@@ -96,6 +93,12 @@ def check_spec(spec: JobSpec, info: ModelInfo, max_texts: int, max_text_chars: i
         if len(spec.texts) > max_texts:
             raise JobRequestError("too_many_texts", f"at most {max_texts} texts per job")
         check_text_sizes(spec.texts, max_text_chars)
+
+
+def check_target(target: str, info: ModelInfo) -> None:
+    classes = [str(c) for c in range(len(info.class_names))]
+    if target != PREDICTED and target not in classes:
+        raise JobRequestError("invalid_target", f'target must be "{PREDICTED}" or one of {classes}')
 
 
 def check_text_sizes(texts: Sequence[str], max_text_chars: int) -> None:
@@ -127,7 +130,7 @@ def create_job(
     )
     if spec.dataset is not None:
         if session.get(Dataset, spec.dataset) is None:
-            raise NotFoundError(
+            raise JobRequestError(
                 "unknown_dataset", f"no dataset {spec.dataset!r}; run `relevance import-imdb`"
             )
         query = select(Review.id).where(Review.dataset == spec.dataset).order_by(Review.id).limit(spec.limit)

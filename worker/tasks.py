@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
+
+import orjson
 
 from shared.db import session_factory
-from shared.export import review_record
+from shared.export import jsonl_line, review_record
 from shared.heatmap import render_heatmap
 from shared.jobs import check_text_sizes, fail_job, parse_target, run_batch
 from shared.queue import EXPLAIN_BATCH, EXPLAIN_TEXT
@@ -29,10 +31,11 @@ def explain_text(text: str, target: str) -> dict[str, Any]:
     if isinstance(result, str):
         return {"error": result}
     record = review_record(None, result)
-    record["heatmap_html"] = str(
-        render_heatmap(text, result.tokenized.spans, result.explanation.lrp, result.truncated)
+    record["heatmap_html"] = render_heatmap(
+        text, result.tokenized.spans, result.explanation.lrp, result.truncated
     )
-    return record
+    # The result backend speaks JSON: let orjson turn the NumPy arrays into plain lists.
+    return cast(dict[str, Any], orjson.loads(jsonl_line(record)))
 
 
 explain_batch_task = app.task(name=EXPLAIN_BATCH, ignore_result=True)(explain_batch)
