@@ -42,8 +42,9 @@ def break_tag_spans(text: str) -> list[tuple[int, int]]:
 
 def word_spans(text: str) -> list[tuple[int, int]]:
     """Spans of the words Keras would produce, with `<br />` tags removed (replaced by spaces)."""
-    blanked = BREAK_TAG.sub(lambda m: " " * len(m.group()), text)  # same length: spans stay valid
-    return [m.span() for m in _WORD.finditer(blanked)]
+    if "<" in text:
+        text = BREAK_TAG.sub(lambda m: " " * len(m.group()), text)  # same length: spans stay valid
+    return [m.span() for m in _WORD.finditer(text)]
 
 
 class Vocabulary:
