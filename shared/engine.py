@@ -347,7 +347,10 @@ def _with_padding(explanation: Explanation, given: IntArray) -> Explanation:
 
 
 class Engine:
-    """The model in NumPy, ready to explain batches of token-id sequences."""
+    """The model in NumPy, ready to explain batches of token-id sequences.
+
+    Keeps a reusable workspace, so one engine serves one thread (workers are processes: one each).
+    """
 
     def __init__(
         self,
