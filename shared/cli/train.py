@@ -1,11 +1,68 @@
-"""`relevance train`."""
+"""`relevance train`: train the IMDB LSTM and export the engine's weights file (needs the train extra)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
+
+from shared.settings import Settings
 
 
 @click.command()
-def train() -> None:
-    """Not built yet."""
-    raise click.ClickException("not built yet")
+@click.option(
+    "--imdb-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Folder with train/test .jsonl.gz and imdb_word_index.json [default: settings imdb_dir].",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Weights file to write [default: settings model_path, models/imdb_lstm.npz].",
+)
+@click.option("--max-length", type=click.IntRange(min=2), default=400, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="At most.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--patience", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option(
+    "--truncate-keep",
+    type=click.Choice(["start", "end"]),
+    default="start",
+    show_default=True,
+    help="Which end of a long review the model reads.",
+)
+def train(
+    imdb_dir: Path | None,
+    output: Path | None,
+    max_length: int,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    patience: int,
+    seed: int,
+    truncate_keep: str,
+) -> None:
+    """Train Embedding -> LSTM -> Dense on the IMDB train split, report test accuracy, export weights."""
+    try:
+        from shared import training  # TensorFlow is loaded only here, and only for this command
+    except ImportError as exc:
+        raise click.ClickException(f"training needs TensorFlow: pip install -e '.[train]' ({exc})") from exc
+    settings = Settings.from_env()
+    config = training.TrainConfig(
+        max_length=max_length,
+        truncate_keep=truncate_keep,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        patience=patience,
+        seed=seed,
+    )
+    report = training.train(imdb_dir or settings.imdb_dir, output or settings.model_path, config, click.echo)
+    click.echo(
+        f"test accuracy {report.test_accuracy:.4f}; confusion matrix {report.confusion_matrix}; "
+        f"{report.train_seconds:.0f} s; {report.epochs} epochs (kept epoch {report.best_epoch})"
+    )
