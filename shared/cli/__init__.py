@@ -7,6 +7,7 @@ import click
 from shared.cli.bench import bench
 from shared.cli.data import import_imdb
 from shared.cli.explain import explain
+from shared.cli.jobs import export, status, submit
 from shared.cli.train import train
 
 
@@ -19,3 +20,6 @@ main.add_command(explain)
 main.add_command(train)
 main.add_command(bench)
 main.add_command(import_imdb)
+main.add_command(submit)
+main.add_command(status)
+main.add_command(export)

@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
+from pathlib import Path
 
 import orjson
+from click.testing import CliRunner
 from sqlalchemy import func, select
+from werkzeug.serving import make_server
 
+from shared.cli import main
 from shared.db import session_factory
 from shared.jobs import JobSpec, create_job, model_info
 from shared.models import Explanation, Job
@@ -132,3 +137,28 @@ def test_interactive_explain_through_the_worker(service: Service) -> None:
     assert result["tokens"] == ["<start>", "a", "b", "great", "b", "film", "really"]
     assert len(result["relevance"]["lrp"]) == 7
     assert "<b>" not in result["heatmap_html"] and "<br>" in result["heatmap_html"]
+
+
+def test_cli_submit_wait_status_and_export_over_http(service: Service, tmp_path: Path) -> None:
+    server = make_server("127.0.0.1", 0, service.app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    env = {"RELEVANCE_API_URL": f"http://127.0.0.1:{server.server_port}"}
+    try:
+        runner = CliRunner()
+        submitted = runner.invoke(
+            main, ["submit", "--dataset", "imdb-test", "--limit", "20", "--wait"], env=env
+        )
+        assert submitted.exit_code == 0, submitted.output
+        job_id = int(submitted.output.split()[1])
+        assert "succeeded, 20/20 done" in submitted.output
+        status = runner.invoke(main, ["status", str(job_id)], env=env)
+        assert status.exit_code == 0 and f"job {job_id}: succeeded" in status.output
+        out = tmp_path / "out.jsonl"
+        exported = runner.invoke(main, ["export", str(job_id), "--output", str(out)], env=env)
+        assert exported.exit_code == 0, exported.output
+        assert [list(orjson.loads(line)) for line in out.read_bytes().splitlines()] == [RECORD_FIELDS] * 20
+        missing = runner.invoke(main, ["status", "99999"], env=env)
+        assert missing.exit_code != 0 and "no job 99999 (job_not_found, HTTP 404)" in missing.output
+    finally:
+        server.shutdown()
