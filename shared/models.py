@@ -74,10 +74,12 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class Float32Array(_PackedArray):
+    cache_ok = True  # not inherited: SQLAlchemy asks each subclass, else statements are never cached
     dtype = np.dtype("<f4")
 
 
 class Int32Array(_PackedArray):
+    cache_ok = True
     dtype = np.dtype("<i4")
 
 
