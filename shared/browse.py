@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, func, literal, select
+import numpy.typing as npt
+from sqlalchemy import ColumnElement, and_, func, literal, or_, select
 from sqlalchemy.orm import Session, load_only
 
 from shared.jobs import JobRequestError
-from shared.models import Explanation
+from shared.models import Explanation, Review
 from shared.tokenizer import word_spans
 
-SORTS = ("id", "confidence", "-confidence", "word", "-word")
+SORTS = ("id", "confidence", "-confidence", "tokens", "-tokens", "word", "-word")
+# Review length in tokens, times 4: the bytes of the stored int32 token ids (the same on both databases).
+TOKEN_BYTES = func.length(Explanation.token_ids)
 SUMMARY_COLUMNS = (
     Explanation.true_class,
     Explanation.predicted_class,
@@ -24,12 +29,15 @@ SUMMARY_COLUMNS = (
 
 @dataclass(frozen=True)
 class ExplanationFilter:
-    """Which rows: by true or predicted class, right or wrong, and containing a word (as a token)."""
+    """Which rows: by true or predicted class, right or wrong, confidence range (probability of the predicted
+    class, inclusive), and containing a word (as a token)."""
 
     true_class: int | None = None
     predicted_class: int | None = None
     correct: bool | None = None
     word: str | None = None
+    min_confidence: float | None = None
+    max_confidence: float | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,10 @@ def _conditions(job_id: int, f: ExplanationFilter, word: str | None) -> list[Col
     if f.correct is not None:
         same = Explanation.predicted_class == Explanation.true_class
         conditions.append(same if f.correct else ~same)
+    if f.min_confidence is not None:
+        conditions.append(Explanation.confidence >= f.min_confidence)
+    if f.max_confidence is not None:
+        conditions.append(Explanation.confidence <= f.max_confidence)
     if word is not None:
         padded = literal("\n") + Explanation.tokens + literal("\n")
         conditions.append(padded.contains(f"\n{word}\n", autoescape=True))
@@ -88,6 +100,15 @@ def word_relevance(row: Explanation, word: str) -> float:
     return float(row.lrp[where].sum())
 
 
+def _sort_column(sort: str) -> tuple[ColumnElement[Any] | None, bool]:
+    """The column a (non-word) sort orders by before the review id (None: the id alone), and its direction."""
+    columns: dict[str, ColumnElement[Any]] = {
+        "confidence": Explanation.confidence.expression,
+        "tokens": TOKEN_BYTES,
+    }
+    return columns.get(sort.lstrip("-")), sort.startswith("-")
+
+
 def list_explanations(
     session: Session, job_id: int, f: ExplanationFilter, sort: str, offset: int, limit: int
 ) -> tuple[int, list[ExplanationSummary]]:
@@ -107,10 +128,84 @@ def list_explanations(
         scored.sort(key=lambda s: (s.word_relevance or 0.0, s.review_id), reverse=sort == "-word")
         return len(scored), scored[offset : offset + limit]
     total = session.scalar(select(func.count()).select_from(Explanation).where(*conditions)) or 0
-    if sort == "id":
-        query = query.order_by(Explanation.review_id)
-    else:
-        by = Explanation.confidence.desc() if sort == "-confidence" else Explanation.confidence.asc()
-        query = query.order_by(by, Explanation.review_id)
-    rows = session.scalars(query.offset(offset).limit(limit))
+    column, descending = _sort_column(sort)
+    if column is not None:  # failed reviews (no confidence, no tokens) last on both databases
+        query = query.order_by((column.desc() if descending else column.asc()).nulls_last())
+    rows = session.scalars(query.order_by(Explanation.review_id).offset(offset).limit(limit))
     return total, [_summary(row, word_relevance(row, word) if word else None) for row in rows]
+
+
+def neighbours(
+    session: Session, job_id: int, f: ExplanationFilter, sort: str, review_id: str
+) -> tuple[str | None, str | None]:
+    """The reviews before and after `review_id` in the listing's order (None at either end), by keyset
+    queries; failed reviews, which sort last without a key, have no neighbours."""
+    if sort in ("word", "-word"):
+        _, everything = list_explanations(session, job_id, f, sort, 0, 2**31)
+        ids = [row.review_id for row in everything]
+        if review_id not in ids:
+            return None, None
+        at = ids.index(review_id)
+        return (ids[at - 1] if at > 0 else None), (ids[at + 1] if at + 1 < len(ids) else None)
+    if sort not in SORTS:
+        raise JobRequestError("invalid_sort", f"sort must be one of {list(SORTS)}")
+    conditions = _conditions(job_id, f, normalise_word(f.word) if f.word else None)
+    rid = Explanation.review_id
+    column, descending = _sort_column(sort)
+    if column is None:
+        earlier, later = rid < review_id, rid > review_id
+        backwards, forwards = [rid.desc()], [rid.asc()]
+    else:
+        value = session.scalar(select(column).where(Explanation.job_id == job_id, rid == review_id))
+        if value is None:
+            return None, None
+        # Ties on the column are listed by ascending id whichever way the column runs.
+        ahead, behind = (column > value, column < value) if descending else (column < value, column > value)
+        earlier = or_(ahead, and_(column == value, rid < review_id))
+        later = or_(behind, and_(column == value, rid > review_id))
+        backwards = [column.asc() if descending else column.desc(), rid.desc()]
+        forwards = [column.desc() if descending else column.asc(), rid.asc()]
+
+    def first(condition: ColumnElement[bool], order: list[Any]) -> str | None:
+        query = select(rid).where(*conditions, condition).order_by(*order).limit(1)
+        return session.scalar(query)
+
+    return first(earlier, backwards), first(later, forwards)
+
+
+def confusion(session: Session, job_id: int) -> dict[tuple[int | None, int | None], int]:
+    """Reviews per (true class, predicted class); a failed review has predicted class None."""
+    query = (
+        select(Explanation.true_class, Explanation.predicted_class, func.count())
+        .where(Explanation.job_id == job_id)
+        .group_by(Explanation.true_class, Explanation.predicted_class)
+    )
+    return {(t, p): n for t, p, n in session.execute(query).tuples()}
+
+
+@dataclass(frozen=True)
+class PreviewSource:
+    """The start of a review's text with the LRP of the tokens inside it, for a one-line heatmap."""
+
+    text: str
+    spans: list[tuple[int, int]]
+    lrp: npt.NDArray[np.float32]
+
+
+def preview_sources(
+    session: Session, job_id: int, review_ids: Sequence[str], chars: int
+) -> dict[str, PreviewSource]:
+    """The first `chars` characters of each listed review (one query for the page), explained ones only."""
+    query = (
+        select(Explanation.review_id, Explanation.spans, Explanation.lrp, func.substr(Review.text, 1, chars))
+        .join(Review, Review.id == Explanation.review_id)
+        .where(Explanation.job_id == job_id, Explanation.review_id.in_(review_ids))
+    )
+    sources = {}
+    for review_id, spans, lrp, text in session.execute(query).tuples():
+        if spans is None or lrp is None:
+            continue
+        pairs = spans.reshape(-1, 2)
+        inside = pairs[:, 1] <= len(text)
+        sources[review_id] = PreviewSource(text, [(int(a), int(b)) for a, b in pairs[inside]], lrp[inside])
+    return sources
