@@ -170,6 +170,21 @@ def datasets() -> Any:
     return {"datasets": [{"name": d.name, "split": d.split, "reviews": d.review_count} for d in rows]}
 
 
+def start_job(spec: JobSpec, queue: str = BULK_QUEUE) -> tuple[Job, list[str]]:
+    """Create and commit the job, then queue its batches (also used by the web pages' forms); returns the job
+    and its review ids."""
+    s, session = settings(), db()
+    job, batches = create_job(session, spec, the_model(), s.batch_size, s.max_texts, s.max_text_chars)
+    session.commit()
+    try:
+        for batch in batches:
+            celery().send_task(EXPLAIN_BATCH, args=[job.id, batch], queue=queue)
+    except BrokerError as exc:
+        fail_job(sessions(), job.id, f"could not queue the job: {exc}")
+        raise ApiError(503, "queue_unavailable", "the task queue (Redis) cannot be reached") from exc
+    return job, [review_id for batch in batches for review_id in batch]
+
+
 @bp.post("/jobs")
 def submit_job() -> Any:
     body = json_body()
@@ -181,15 +196,7 @@ def submit_job() -> Any:
         methods=string_list(body, "methods") or METHODS,
         target=target_field(body),
     )
-    s, session = settings(), db()
-    job, batches = create_job(session, spec, the_model(), s.batch_size, s.max_texts, s.max_text_chars)
-    session.commit()
-    try:
-        for batch in batches:
-            celery().send_task(EXPLAIN_BATCH, args=[job.id, batch], queue=BULK_QUEUE)
-    except BrokerError as exc:
-        fail_job(sessions(), job.id, f"could not queue the job: {exc}")
-        raise ApiError(503, "queue_unavailable", "the task queue (Redis) cannot be reached") from exc
+    job, _ = start_job(spec)
     response = current_app.json.response(job_json(job))
     response.status_code = 202
     response.headers["Location"] = url_for("api.show_job", job_id=job.id)
