@@ -1,0 +1,191 @@
+"""What a job's model relies on overall: per vocabulary word, how often it occurs and its mean LRP, SA and GI.
+
+One pass over all rows of a finished job (its rows no longer change), cached as a `.npz` file under the
+instance folder, so the words page and the job-wide colour scale never recompute per request; the bar
+charts (matplotlib, PNG) are cached next to it. The cache key includes the database and the job's creation
+and end times, so a fresh database with the same job ids never reads an old file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from matplotlib.figure import Figure
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from shared.explainer import METHODS
+from shared.models import Explanation, Job
+
+START_ID = 1  # the start token: not a word of the review
+UNKNOWN_ID = 2  # every word outside the model's vocabulary
+ROWS_PER_FETCH = 500
+SCALE_PERCENTILE = 95  # job-wide scale: this percentile of the reviews' largest |value|
+CACHE_FOLDER = "word-stats"
+CHART_WORDS = 15
+
+
+@dataclass(frozen=True)
+class WordRow:
+    """One word of a ranking: its mean relevance per occurrence, occurrences and reviews containing it."""
+
+    word: str
+    mean: float
+    occurrences: int
+    reviews: int
+
+
+@dataclass(frozen=True)
+class WordStats:
+    """Per token id (index): its word, occurrence and review counts, and relevance sums per method."""
+
+    words: npt.NDArray[np.str_]
+    occurrences: npt.NDArray[np.int64]
+    reviews: npt.NDArray[np.int64]
+    sums: dict[str, npt.NDArray[np.float64]]
+    scales: dict[str, float]  # job-wide |value| at full colour, per method
+    review_count: int
+
+    def ranking(self, method: str, min_count: int, count: int, highest: bool) -> list[WordRow]:
+        """The `count` words with the highest (or lowest) mean relevance among those occurring at least
+        `min_count` times; ties broken by the word."""
+        keep = np.flatnonzero(self.occurrences >= max(min_count, 1))
+        keep = keep[keep != START_ID]
+        means = self.sums[method][keep] / self.occurrences[keep]
+        order = np.lexsort((self.words[keep], -means if highest else means))[:count]
+        return [
+            WordRow(str(self.words[k]), float(means[i]), int(self.occurrences[k]), int(self.reviews[k]))
+            for i, k in ((i, keep[i]) for i in order)
+        ]
+
+
+def _grow(array: npt.NDArray[Any], size: int) -> npt.NDArray[Any]:
+    return array if len(array) >= size else np.concatenate([array, np.zeros(size - len(array), array.dtype)])
+
+
+def compute(session: Session, job_id: int) -> WordStats:
+    """One streamed pass over the job's explained rows; memory stays per-vocabulary, not per-token."""
+    methods = list(METHODS)
+    occurrences = np.zeros(0, np.int64)
+    reviews = np.zeros(0, np.int64)
+    sums = {m: np.zeros(0, np.float64) for m in methods}
+    words: dict[int, str] = {UNKNOWN_ID: "<unk>", START_ID: "<start>"}
+    maxima: dict[str, list[float]] = {m: [] for m in methods}
+    query = (
+        select(Explanation.token_ids, Explanation.tokens, *(getattr(Explanation, m) for m in methods))
+        .where(Explanation.job_id == job_id, Explanation.error.is_(None))
+        .execution_options(yield_per=ROWS_PER_FETCH)
+    )
+    count = 0
+    for ids, tokens, *values in session.execute(query):
+        if ids is None or tokens is None:
+            continue
+        count += 1
+        size = int(ids.max()) + 1
+        occurrences = _grow(occurrences, size)
+        reviews = _grow(reviews, size)
+        occurrences += np.bincount(ids, minlength=len(occurrences))
+        reviews += np.bincount(np.unique(ids), minlength=len(reviews))
+        for token_id, word in zip(ids.tolist(), tokens.split("\n"), strict=True):
+            words.setdefault(token_id, word)
+        for method, vector in zip(methods, values, strict=True):
+            if vector is None:
+                continue
+            sums[method] = _grow(sums[method], size)
+            sums[method] += np.bincount(ids, weights=vector, minlength=len(sums[method]))
+            maxima[method].append(float(np.abs(vector).max(initial=0.0)))
+    size = len(occurrences)
+    return WordStats(
+        words=np.array([words.get(k, "") for k in range(size)], dtype=np.str_),
+        occurrences=occurrences,
+        reviews=reviews,
+        sums={m: _grow(sums[m], size) for m in methods if maxima[m]},
+        scales={m: float(np.percentile(maxima[m], SCALE_PERCENTILE)) for m in methods if maxima[m]},
+        review_count=count,
+    )
+
+
+def cache_key(database_url: str, job: Job) -> str:
+    """Names the job's rows as they are once it finished."""
+    ends = f"{database_url}|{job.id}|{job.created_at.isoformat()}|{job.finished_at}"
+    return f"job-{job.id}-{hashlib.sha256(ends.encode()).hexdigest()[:16]}"
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Readers see the whole file or none (two web processes may compute the same stats at once)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".part") as part:
+        part.write(data)
+    os.replace(part.name, path)
+
+
+def _save(path: Path, stats: WordStats) -> None:
+    buffer = io.BytesIO()
+    arrays: dict[str, Any] = {f"sum_{m}": v for m, v in stats.sums.items()}
+    arrays.update({f"scale_{m}": np.array(v) for m, v in stats.scales.items()})
+    np.savez(
+        buffer,
+        words=stats.words,
+        occurrences=stats.occurrences,
+        reviews=stats.reviews,
+        review_count=np.array(stats.review_count),
+        **arrays,
+    )
+    _write_atomically(path, buffer.getvalue())
+
+
+def _load(path: Path) -> WordStats:
+    with np.load(path, allow_pickle=False) as npz:
+        methods = [m for m in METHODS if f"sum_{m}" in npz.files]
+        return WordStats(
+            words=npz["words"],
+            occurrences=npz["occurrences"],
+            reviews=npz["reviews"],
+            sums={m: npz[f"sum_{m}"] for m in methods},
+            scales={m: float(npz[f"scale_{m}"]) for m in methods},
+            review_count=int(npz["review_count"]),
+        )
+
+
+def job_word_stats(session: Session, cache_dir: Path, database_url: str, job: Job) -> WordStats:
+    """The cached statistics of a finished job, computed on the first call."""
+    path = cache_dir / CACHE_FOLDER / f"{cache_key(database_url, job)}.npz"
+    if path.is_file():
+        return _load(path)
+    stats = compute(session, job.id)
+    _save(path, stats)
+    return stats
+
+
+def _bar_chart(stats: WordStats, method: str, min_count: int) -> bytes:
+    """Two horizontal bar panels: the words with the highest and with the lowest mean relevance."""
+    figure = Figure(figsize=(8, 4.8), dpi=100, layout="constrained")
+    for axes, highest in zip(figure.subplots(1, 2), (True, False), strict=True):
+        rows = stats.ranking(method, min_count, CHART_WORDS, highest)[::-1]
+        colour = "#d62728" if highest else "#1f77b4"
+        axes.barh([r.word for r in rows], [r.mean for r in rows], color=colour)
+        axes.set_title(f"{'highest' if highest else 'lowest'} mean {method.upper()}")
+        axes.axvline(0, color="#444", linewidth=0.8)
+        axes.tick_params(labelsize=8)
+    figure.suptitle(f"{method.upper()} per occurrence, words seen at least {min_count} times", fontsize=10)
+    out = io.BytesIO()
+    figure.savefig(out, format="png")
+    return out.getvalue()
+
+
+def chart_png(stats: WordStats, cache_dir: Path, key: str, method: str, min_count: int) -> bytes:
+    """The cached PNG bar chart of one method (rendered on first request)."""
+    path = cache_dir / CACHE_FOLDER / f"{key}-{method}-{min_count}.png"
+    if path.is_file():
+        return path.read_bytes()
+    png = _bar_chart(stats, method, min_count)
+    _write_atomically(path, png)
+    return png
