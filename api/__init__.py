@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Flask, g
 
-from api import errors, jobs
+from api import errors, jobs, ui
 from shared.db import session_factory
 from shared.queue import make_celery
 from shared.settings import Settings
@@ -34,4 +34,5 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     errors.register(app)
     app.register_blueprint(jobs.bp)
+    ui.register(app)
     return app

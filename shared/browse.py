@@ -180,16 +180,18 @@ def confusion(session: Session, job_id: int) -> dict[tuple[int | None, int | Non
         .where(Explanation.job_id == job_id)
         .group_by(Explanation.true_class, Explanation.predicted_class)
     )
-    return {(t, p): n for t, p, n in session.execute(query).tuples()}
+    return {(t, p): n for t, p, n in session.execute(query)}
 
 
 @dataclass(frozen=True)
 class PreviewSource:
-    """The start of a review's text with the LRP of the tokens inside it, for a one-line heatmap."""
+    """The start of a review's text with the LRP of the tokens inside it, for a one-line heatmap, and the
+    review's largest |LRP| (so that the preview is coloured on the review's own scale)."""
 
     text: str
     spans: list[tuple[int, int]]
     lrp: npt.NDArray[np.float32]
+    scale: float
 
 
 def preview_sources(
@@ -202,10 +204,11 @@ def preview_sources(
         .where(Explanation.job_id == job_id, Explanation.review_id.in_(review_ids))
     )
     sources = {}
-    for review_id, spans, lrp, text in session.execute(query).tuples():
+    for review_id, spans, lrp, text in session.execute(query):
         if spans is None or lrp is None:
             continue
         pairs = spans.reshape(-1, 2)
         inside = pairs[:, 1] <= len(text)
-        sources[review_id] = PreviewSource(text, [(int(a), int(b)) for a, b in pairs[inside]], lrp[inside])
+        shown = [(int(a), int(b)) for a, b in pairs[inside]]
+        sources[review_id] = PreviewSource(text, shown, lrp[inside], float(np.abs(lrp).max(initial=0.0)))
     return sources
