@@ -1,0 +1,138 @@
+"""Fixtures of the web UI tests: a tiny random model (the service tests' `write_model`) reading real IMDB test
+reviews, a migrated SQLite database with one finished job explained in this process (the pages need no
+worker), and for the browser tests a real HTTP server, a real Celery worker and headless Chromium."""
+
+from __future__ import annotations
+
+import gzip
+import re
+import shutil
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import orjson
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.serving import make_server
+
+from api import create_app
+from shared.db import session_factory
+from shared.explainer import load_explainer
+from shared.imdb import read_split, split_path, word_index_path
+from shared.jobs import JobSpec, create_job, model_info, run_batch
+from shared.settings import Settings
+from tests.service.conftest import Service, prepare_database, start_service, stop_service, write_model
+
+REVIEW_STRIDE = 100  # every 100th real test review: 250 reviews, both labels, some longer than 400 tokens
+MAX_LENGTH = 400
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def write_sample_imdb(source: Path, folder: Path) -> Path:
+    """An IMDB_DIR with a spread of the real test reviews and the real word index."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with gzip.open(split_path(folder, "test"), "wb") as out:
+        for review in list(read_split(source, "test"))[::REVIEW_STRIDE]:
+            record = {"id": review.id, "text": review.text, "label": review.label, "rating": review.rating}
+            out.write(orjson.dumps(record) + b"\n")
+    shutil.copy(word_index_path(source), word_index_path(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def ui_assets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(model file, IMDB folder) shared by every UI test."""
+    root = tmp_path_factory.mktemp("ui-assets")
+    model = write_model(root / "model.npz", max_length=MAX_LENGTH)
+    return model, write_sample_imdb(Settings.from_env().imdb_dir, root / "imdb")
+
+
+def ui_settings(folder: Path, assets: tuple[Path, Path]) -> Settings:
+    """A migrated SQLite database of its own with the sample imported; embedded Redis."""
+    model, imdb = assets
+    settings = Settings(
+        model_path=model,
+        imdb_dir=imdb,
+        instance_dir=folder / "instance",
+        database_url=f"sqlite:///{folder / 'relevance.sqlite3'}",
+        batch_size=10,
+    )
+    prepare_database(settings)
+    return settings
+
+
+def run_job_here(settings: Settings, spec: JobSpec) -> int:
+    """A job explained in this process with the same batch code the workers run; returns its id."""
+    sessions: sessionmaker[Session] = session_factory(settings.effective_database_url)
+    with sessions() as session:
+        job, batches = create_job(
+            session,
+            spec,
+            model_info(settings.model_path),
+            settings.batch_size,
+            settings.max_texts,
+            settings.max_text_chars,
+        )
+        session.commit()
+        job_id = job.id
+    explainer = load_explainer(settings.model_path, settings.imdb_dir)
+    for batch in batches:
+        run_batch(sessions, explainer, job_id, batch)
+    return job_id
+
+
+@dataclass(frozen=True)
+class Site:
+    """The app with a finished dataset job, for the test-client tests."""
+
+    settings: Settings
+    app: Flask
+    job_id: int
+
+    def sessions(self) -> sessionmaker[Session]:
+        return session_factory(self.settings.effective_database_url)
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory: pytest.TempPathFactory, ui_assets: tuple[Path, Path]) -> Site:
+    settings = ui_settings(tmp_path_factory.mktemp("ui-site"), ui_assets)
+    job_id = run_job_here(settings, JobSpec(dataset="imdb-test"))
+    return Site(settings, create_app({"SETTINGS": settings, "TESTING": True}), job_id)
+
+
+@pytest.fixture
+def client(site: Site) -> FlaskClient:
+    return site.app.test_client()
+
+
+def csrf_token(client: FlaskClient) -> str:
+    """The token of the jobs page's forms (the client keeps the session cookie it belongs to)."""
+    match = CSRF.search(client.get("/").get_data(as_text=True))
+    assert match, "the jobs page has no CSRF token"
+    return match.group(1)
+
+
+@dataclass(frozen=True)
+class LiveSite:
+    """A real HTTP server for the browser, with a real Celery worker behind it."""
+
+    service: Service
+    url: str
+
+
+@pytest.fixture(scope="module")
+def live_site(tmp_path_factory: pytest.TempPathFactory, ui_assets: tuple[Path, Path]) -> Iterator[LiveSite]:
+    folder = tmp_path_factory.mktemp("ui-live")
+    settings = replace(ui_settings(folder, ui_assets), batch_size=25)
+    service = start_service("ui", settings, folder)
+    server = make_server("127.0.0.1", 0, service.app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield LiveSite(service, f"http://127.0.0.1:{server.server_port}")
+    server.shutdown()
+    thread.join()
+    stop_service(service)
