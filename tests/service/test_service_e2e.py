@@ -97,6 +97,7 @@ def test_texts_job_keeps_hostile_text_escaped(service: Service) -> None:
 
 def test_cancel_stops_within_a_batch_and_keeps_what_is_done(service: Service) -> None:
     job_id = service.client.post("/api/jobs", json={"dataset": "imdb-test"}).get_json()["id"]  # 35 batches
+    rows_before = stored_rows(service, job_id)
     cancelled = service.client.post(f"/api/jobs/{job_id}/cancel")
     assert cancelled.status_code == 200 and cancelled.get_json()["status"] == "cancelled"
     service.wait_until_idle()
@@ -106,9 +107,24 @@ def test_cancel_stops_within_a_batch_and_keeps_what_is_done(service: Service) ->
     rows = stored_rows(service, job_id)
     assert rows == job["done"] + job["failed"]  # counters match the rows that stayed
     assert rows < job["total"]
-    # After the cancel, only the batches already running (one per worker process) may still finish.
-    assert rows - cancelled.get_json()["done"] <= 2 * service.settings.batch_size
+    # Only batches that started before the cancel may still finish: the one running in each of the two
+    # processes, and one more each that may have started between counting the rows and the cancel.
+    assert rows - rows_before <= 2 * 2 * service.settings.batch_size
     assert service.client.post(f"/api/jobs/{job_id}/cancel").status_code == 409
+
+
+def test_cancel_of_a_queued_job_skips_every_batch(service: Service) -> None:
+    celery = service.app.extensions["celery"]
+    assert celery.control.cancel_consumer(BULK_QUEUE, reply=True)  # the worker stops taking bulk tasks
+    try:
+        job_id = service.client.post("/api/jobs", json={"dataset": "imdb-test", "limit": 70}).get_json()["id"]
+        assert service.client.post(f"/api/jobs/{job_id}/cancel").get_json()["status"] == "cancelled"
+    finally:
+        assert celery.control.add_consumer(BULK_QUEUE, reply=True)
+    service.wait_until_idle()  # all ten batches were delivered and skipped
+    job = service.client.get(f"/api/jobs/{job_id}").get_json()
+    assert (job["status"], job["done"], job["failed"], job["started_at"]) == ("cancelled", 0, 0, None)
+    assert stored_rows(service, job_id) == 0
 
 
 def test_a_batch_delivered_twice_is_stored_once(service: Service) -> None:

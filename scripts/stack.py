@@ -1,0 +1,120 @@
+"""Starting and stopping the service's processes (web server, Celery workers) for `make demo` and
+`make bench-service`: each child runs in its own session, so Ctrl-C reaches only this process, which then
+stops every child it started (TERM, then KILL after a grace period)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import requests
+
+from shared.settings import PROJECT_ROOT
+
+GRACE_SECONDS = 20.0
+
+
+class Stack:
+    """The children started so far; `stop` ends them in reverse order."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        with (self.log_dir / f"{name}.log").open("wb") as log:
+            child = subprocess.Popen(
+                [sys.executable, "-m", *args],
+                cwd=PROJECT_ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.children.append((name, child))
+
+    def check(self) -> None:
+        """Raise if a child has exited (with the end of its log)."""
+        for name, child in self.children:
+            if child.poll() is not None:
+                tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{name} exited with code {child.returncode}:\n{tail}")
+
+    def wait_for(self, check: Callable[[], Any], what: str, deadline: float = 120.0) -> Any:
+        """Poll until `check` returns something truthy; fail early if a child dies."""
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            self.check()
+            value = check()
+            if value:
+                return value
+            time.sleep(0.1)
+        raise RuntimeError(f"timed out waiting for {what}")
+
+    def stop(self) -> None:
+        for _, child in reversed(self.children):
+            if child.poll() is None:
+                child.terminate()
+        end = time.monotonic() + GRACE_SECONDS
+        for _, child in reversed(self.children):
+            try:
+                child.wait(timeout=max(end - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        self.children.clear()
+
+
+def answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=5).status_code < 500
+    except requests.RequestException:
+        return False
+
+
+def worker_args(queue: str, processes: int) -> list[str]:
+    quiet = ["--without-mingle", "--without-gossip", "--loglevel", "INFO"]
+    return [
+        "celery",
+        "-A",
+        "worker",
+        "worker",
+        "-Q",
+        queue,
+        "-c",
+        str(processes),
+        "-n",
+        f"{queue}@%h",
+        *quiet,
+    ]
+
+
+def start_service(stack: Stack, env: dict[str, str], port: int, bulk_processes: int) -> None:
+    """Web server (gunicorn), the bulk worker (one process per core by default) and the interactive one."""
+    stack.start("worker-bulk", worker_args("bulk", bulk_processes), env)
+    stack.start("worker-interactive", worker_args("interactive", 1), env)
+    web = ["gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "4", "api:create_app()"]
+    stack.start("web", web, env)
+    stack.wait_for(lambda: answers(f"http://127.0.0.1:{port}/api/jobs?limit=1"), "the web server")
+
+
+def stop_on_sigterm() -> None:
+    """Treat SIGTERM like Ctrl-C, so `finally: stack.stop()` runs either way."""
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def child_env(**overrides: str) -> dict[str, str]:
+    """This process's environment (PATH and the like) plus the settings the children must share."""
+    return {**os.environ, **overrides}
