@@ -15,7 +15,7 @@ from scripts.stack import Stack, child_env, start_service, stop_on_sigterm
 from shared.cli.jobs import Api, describe, follow
 from shared.db import migrate, session_factory
 from shared.models import Dataset
-from shared.queue import broker_url
+from shared.queue import broker_url, stop_embedded_redis
 from shared.settings import Settings
 
 
@@ -61,6 +61,7 @@ def main() -> None:
         print("\nstopping ...")
     finally:
         stack.stop()
+        stop_embedded_redis(settings.instance_dir)
 
 
 if __name__ == "__main__":

@@ -11,10 +11,11 @@ defines them.
 
 from __future__ import annotations
 
-import math
+import bisect
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import numpy.typing as npt
 from markupsafe import Markup, escape
 
@@ -38,14 +39,32 @@ def colour(value: float, scale: float, one_sided: bool = False) -> str:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
+def _shade_names() -> list[str]:
+    """Class names by index: `h0`, then SHADE_STEPS steps each of `hp` (red), `hn` (blue), `hs` (SA)."""
+    return ["h0"] + [f"h{kind}{step}" for kind in "pns" for step in range(1, SHADE_STEPS + 1)]
+
+
+SHADE_NAMES = _shade_names()
+
+
+def _shade_indices(values: npt.NDArray[np.float64], scale: float, one_sided: bool) -> npt.NDArray[np.intp]:
+    """Indices into SHADE_NAMES for many values at once (see shade_class)."""
+    if scale <= 0 or scale != scale:
+        return np.zeros(values.shape, dtype=np.intp)
+    with np.errstate(invalid="ignore"):
+        steps = np.clip(np.ceil(np.abs(values) / scale * SHADE_STEPS), 1, SHADE_STEPS)
+    kind = np.full(values.shape, 2 if one_sided else 0, dtype=np.intp)
+    if not one_sided:
+        kind[values < 0] = 1
+    index: npt.NDArray[np.intp] = kind * SHADE_STEPS + np.nan_to_num(steps).astype(np.intp)
+    index[(values == 0) | np.isnan(values)] = 0
+    return index
+
+
 def shade_class(value: float, scale: float, one_sided: bool = False) -> str:
     """The stylesheet class of a value: `h0` (zero, white), `hp1`..`hp10` (red steps), `hn1`.. (blue),
     `hs1`.. (one-sided). Any non-zero value gets at least step 1, so its sign always shows."""
-    if scale <= 0 or value != value or value == 0:
-        return "h0"
-    step = min(SHADE_STEPS, math.ceil(abs(value) / scale * SHADE_STEPS))
-    kind = "s" if one_sided else "p" if value > 0 else "n"
-    return f"h{kind}{step}"
+    return SHADE_NAMES[int(_shade_indices(np.array([value], dtype=np.float64), scale, one_sided)[0])]
 
 
 def shade_stylesheet() -> str:
@@ -57,16 +76,58 @@ def shade_stylesheet() -> str:
     return "\n".join(rules) + "\n"
 
 
-def _plain(text: str) -> Markup:
-    """Escaped text with the review's `<br />` tags as real line breaks."""
-    parts: list[str] = []
-    position = 0
-    for start, end in break_tag_spans(text):
-        parts.append(escape(text[position:start]))
-        parts.append("<br>")
-        position = end
-    parts.append(escape(text[position:]))
-    return Markup("".join(parts))
+ESCAPE_GROWTH = {
+    ord("&"): 5,
+    ord("<"): 4,
+    ord(">"): 4,
+    ord('"'): 5,
+    ord("'"): 5,
+}  # &amp; &lt; &gt; &#34; &#39;
+
+
+class _EscapedText:
+    """The review escaped once by markupsafe, sliced by positions of the original text: escaping works
+    character by character (`&<>"'` grow to 4-5 characters), so a slice of the escaped text between mapped
+    offsets is exactly the escaped slice. One escape call per review instead of one per piece."""
+
+    def __init__(self, text: str) -> None:
+        self.escaped = str(escape(text))
+        self.offsets: list[int] | None = None  # None: nothing grew, offsets are the same
+        if len(self.escaped) != len(text):
+            codes = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
+            sizes = np.ones(len(text) + 1, dtype=np.int64)
+            sizes[0] = 0
+            for code, size in ESCAPE_GROWTH.items():
+                sizes[1:][codes == code] = size
+            self.offsets = np.cumsum(sizes).tolist()
+        self.breaks = break_tag_spans(text)
+        self.break_starts = [a for a, _ in self.breaks]
+
+    def slice(self, start: int, end: int) -> str:
+        if self.offsets is None:
+            return self.escaped[start:end]
+        return self.escaped[self.offsets[start] : self.offsets[end]]
+
+    def pieces(self, starts: npt.NDArray[np.intp], ends: npt.NDArray[np.intp]) -> list[str]:
+        """Escaped slices for many (start, end) pairs at once."""
+        if self.offsets is not None:
+            mapped = np.asarray(self.offsets, dtype=np.intp)
+            starts, ends = mapped[starts], mapped[ends]
+        escaped = self.escaped
+        return [escaped[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+
+    def plain(self, start: int, end: int) -> str:
+        """Escaped text of [start, end) with the review's `<br />` tags as real line breaks."""
+        k = bisect.bisect_left(self.break_starts, start)
+        if k == len(self.breaks) or self.breaks[k][0] >= end:  # most gaps between words: no tag
+            return self.slice(start, end)
+        parts = []
+        while k < len(self.breaks) and self.breaks[k][1] <= end:
+            tag_start, tag_end = self.breaks[k]
+            parts += [self.slice(start, tag_start), "<br>"]
+            start, k = tag_end, k + 1
+        parts.append(self.slice(start, end))
+        return "".join(parts)
 
 
 def render_heatmap(
@@ -83,25 +144,37 @@ def render_heatmap(
     `classes` writes `shade_class` classes and a hover title instead of inline styles."""
     if len(spans) != len(values):
         raise ValueError(f"{len(spans)} spans but {len(values)} values")
-    shown = [(int(a), int(b), float(v)) for (a, b), v in zip(spans, values, strict=True) if b > a]
+    bounds = np.asarray(spans, dtype=np.intp).reshape(-1, 2)  # (L, 2)
+    keep = bounds[:, 1] > bounds[:, 0]
+    bounds = bounds[keep]
+    shown = np.asarray(values, dtype=np.float64)[keep]  # (tokens shown,)
     if scale is None:
-        scale = max((abs(v) for _, _, v in shown if v == v), default=0.0)
-    parts: list[str] = []
-    position = 0
-    for start, end, value in shown:
-        parts.append(_plain(text[position:start]))
-        shown_value = f"{value:.3g}"
-        if classes:
-            shade = shade_class(value, scale, one_sided)
-            look = f'class="tok {shade}" data-r="{shown_value}" title="{shown_value}"'
-        else:
-            look = f'class="tok" data-r="{shown_value}" style="background:{colour(value, scale, one_sided)}"'
-        parts.append(f"<span {look}>{escape(text[start:end])}</span>")
-        position = end
-    rest = text[position:]
-    if truncated and rest:
-        look = 'class="unread"' if classes else f'class="unread" style="{UNREAD_STYLE}"'
-        parts.append(f"<span {look}>{_plain(rest)}</span>")
+        finite = np.abs(shown[np.isfinite(shown)])
+        scale = float(finite.max()) if finite.size else 0.0
+    doc = _EscapedText(text)
+    labels = [f"{v:.3g}" for v in shown.tolist()]
+    if classes:
+        looks = [
+            f'class="tok {SHADE_NAMES[i]}" data-r="{label}" title="{label}"'
+            for i, label in zip(_shade_indices(shown, scale, one_sided).tolist(), labels, strict=True)
+        ]
     else:
-        parts.append(_plain(rest))
+        looks = [
+            f'class="tok" data-r="{label}" style="background:{colour(v, scale, one_sided)}"'
+            for v, label in zip(shown.tolist(), labels, strict=True)
+        ]
+    starts, ends = bounds[:, 0], bounds[:, 1]
+    gap_starts = np.concatenate([[0], ends[:-1]]).astype(np.intp)
+    gaps, words = doc.pieces(gap_starts, starts), doc.pieces(starts, ends)
+    breaks = np.asarray(doc.break_starts, dtype=np.intp)
+    tagged = np.searchsorted(breaks, gap_starts) != np.searchsorted(breaks, starts)  # a tag inside the gap
+    for k in np.flatnonzero(tagged).tolist():
+        gaps[k] = doc.plain(int(gap_starts[k]), int(starts[k]))
+    parts = [f"{gap}<span {look}>{word}</span>" for gap, look, word in zip(gaps, looks, words, strict=True)]
+    position = int(ends[-1]) if len(ends) else 0
+    if truncated and position < len(text):
+        look = 'class="unread"' if classes else f'class="unread" style="{UNREAD_STYLE}"'
+        parts.append(f"<span {look}>{doc.plain(position, len(text))}</span>")
+    else:
+        parts.append(doc.plain(position, len(text)))
     return Markup("".join(parts))

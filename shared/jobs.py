@@ -212,7 +212,9 @@ def explanation_values(
     )
     for method in methods:
         row[method] = getattr(e, method)
-    row["heatmap_html"] = str(render_heatmap(text, t.spans, getattr(e, methods[0]), result.truncated))
+    # Stylesheet classes, not inline colours: pages under a strict Content-Security-Policy can show it.
+    values = getattr(e, methods[0])
+    row["heatmap_html"] = str(render_heatmap(text, t.spans, values, result.truncated, classes=True))
     return row
 
 

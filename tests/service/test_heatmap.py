@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 
+import numpy as np
 import pytest
 
 from shared.heatmap import colour, render_heatmap
@@ -47,15 +48,32 @@ def spans_and_values(text: str) -> tuple[list[tuple[int, int]], list[float]]:
     return spans, [0.5, *[(-1) ** k * (k + 1) / 10 for k in range(len(spans) - 1)]]
 
 
+@pytest.mark.parametrize("classes", [False, True])
 @pytest.mark.parametrize("text", HOSTILE)
-def test_hostile_text_is_shown_literally_and_creates_no_markup(text: str) -> None:
+def test_hostile_text_is_shown_literally_and_creates_no_markup(text: str, classes: bool) -> None:
     spans, values = spans_and_values(text)
-    html = render_heatmap(text, spans, values)
+    html = render_heatmap(text, spans, values, classes=classes)
     parsed = parse(str(html))
     assert {tag for tag, _ in parsed.tags} == {"span"}
-    assert all(set(attrs) == {"class", "data-r", "style"} for _, attrs in parsed.tags)
+    attributes = {"class", "data-r", "title"} if classes else {"class", "data-r", "style"}
+    assert all(set(attrs) == attributes for _, attrs in parsed.tags)
     assert "".join(parsed.text) == text  # the browser shows exactly the review
     assert len(parsed.tags) == len(spans) - 1  # one span per token with text
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_any_mix_of_special_characters_round_trips(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    alphabet = [*"ab '\"&<>/=\u00e9\u0085", "<br />", "<BR>", "&amp;"]
+    text = "".join(rng.choice(alphabet, 60).tolist())
+    spans = [(0, 0), *word_spans(text)]
+    values = rng.normal(size=len(spans)).tolist()
+    cut = max(1, len(spans) // 2)
+    for truncated in (False, True):
+        html = str(render_heatmap(text, spans[:cut], values[:cut], truncated=truncated, classes=True))
+        shown = "".join(parse(html).text)
+        assert shown == re.sub("(?i)<br\\s*/?>", "\n", text)
+        assert re.findall('data-r="([^"]+)"', html) == [f"{v:.3g}" for v in values[1:cut]]
 
 
 def test_line_breaks_values_and_colours() -> None:

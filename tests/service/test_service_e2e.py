@@ -69,7 +69,7 @@ def test_dataset_job_end_to_end(service: Service) -> None:
     assert len(table) == 50 and table[0]["id"] == first["id"]
 
     detail = service.client.get(f"/api/jobs/{job_id}/explanations/{first['id']}").get_json()
-    assert detail["tokens"] == first["tokens"] and '<span class="tok"' in detail["heatmap_html"]
+    assert detail["tokens"] == first["tokens"] and '<span class="tok h' in detail["heatmap_html"]
 
     page = service.client.get(f"/api/jobs/{job_id}/explanations?sort=-confidence&per_page=10").get_json()
     confidences = [item["confidence"] for item in page["items"]]
