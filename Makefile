@@ -29,3 +29,11 @@ lint: install ## ruff and strict mypy
 
 bench: install ## engine benchmark: reviews/s, ratio to the plain loop, 25k seconds, peak memory
 	$(BIN)/relevance bench
+
+.PHONY: demo bench-service
+
+demo: install ## the service on this machine (SQLite, embedded Redis, workers, web), the 25k job; Ctrl-C stops all
+	$(BIN)/python -m scripts.demo $(DEMO_ARGS)
+
+bench-service: install ## 25k reviews through the API, 2 workers, PostgreSQL: wall time, reviews/s, storage
+	$(BIN)/python -m scripts.bench_service $(BENCH_ARGS)

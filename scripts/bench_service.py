@@ -1,0 +1,148 @@
+"""`make bench-service`: the 25,000-review job end to end through the API, on PostgreSQL and the machine's
+Redis, with 2 bulk worker processes; prints wall time, reviews/s, where the worker time goes, single-review
+latency while the job runs and when idle, storage per review, and the engine-only time of the same run."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import replace
+from typing import Any
+
+import psycopg
+import redis
+import requests
+from sqlalchemy import text
+from threadpoolctl import threadpool_limits
+
+from scripts.stack import Stack, child_env, start_service, stop_on_sigterm
+from shared.cli.jobs import Api
+from shared.datasets import dataset_name, find_split, import_reviews
+from shared.db import migrate, session_factory
+from shared.explainer import load_explainer
+from shared.settings import Settings, sqlalchemy_url
+
+SAMPLE_TEXT = "This film was a waste of time, although the actors did their best.<br /><br />Two stars."
+
+
+def fresh_database(admin_url: str, name: str) -> str:
+    """Drop and create the benchmark database, so the storage figures count this run only."""
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def explain_latency(api_url: str) -> float:
+    """Seconds for one POST /api/explain."""
+    started = time.perf_counter()
+    response = requests.post(f"{api_url}/api/explain", json={"text": SAMPLE_TEXT}, timeout=30)
+    response.raise_for_status()
+    return time.perf_counter() - started
+
+
+def p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20)[18] if len(values) >= 2 else values[0]
+
+
+def storage(url: str) -> dict[str, Any]:
+    """Bytes per stored explanation, whole table with TOAST and indexes, and the review texts."""
+    with session_factory(sqlalchemy_url(url))() as session:
+        rows = session.scalar(text("SELECT count(*) FROM explanations")) or 1
+        figures = session.execute(
+            text(
+                "SELECT pg_total_relation_size('explanations'), pg_total_relation_size('reviews'),"
+                " avg(pg_column_size(heatmap_html)), avg(pg_column_size(lrp) + pg_column_size(sa)"
+                " + pg_column_size(gi) + pg_column_size(token_ids) + pg_column_size(spans)),"
+                " avg(pg_column_size(tokens)) FROM explanations"
+            )
+        ).one()
+    table, reviews, html, arrays, tokens = figures
+    return {
+        "rows": rows,
+        "explanations_bytes_per_review": table / rows,
+        "with_review_text_bytes_per_review": (table + reviews) / rows,
+        "heatmap_html_bytes": float(html),
+        "arrays_bytes": float(arrays),
+        "tokens_bytes": float(tokens),
+    }
+
+
+def engine_only(settings: Settings) -> dict[str, float]:
+    """Tokenising and the engine alone on one core, on the same 25,000 reviews, in this process."""
+    explainer = load_explainer(settings.model_path, settings.imdb_dir)
+    _, reviews = find_split(settings.imdb_dir, "test")
+    texts = [r.text for r in reviews]
+    with threadpool_limits(1):
+        started = time.perf_counter()
+        read = [explainer.read(t)[0].token_ids for t in texts]
+        tokenized = time.perf_counter()
+        for start in range(0, len(read), settings.batch_size):
+            explainer.engine.explain(read[start : start + settings.batch_size])
+        finished = time.perf_counter()
+    return {"tokenize_seconds": tokenized - started, "engine_seconds": finished - tokenized}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--database", default="relevance_bench")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--port", type=int, default=5099)
+    parser.add_argument("--limit", type=int, help="only the first N reviews (default: all 25,000)")
+    args = parser.parse_args()
+
+    url = fresh_database(args.admin_url, args.database)
+    redis.Redis.from_url(args.redis_url).flushdb()
+    settings = replace(Settings.from_env(), database_url=url, redis_url=args.redis_url)
+    migrate(settings.effective_database_url)
+    source, reviews = find_split(settings.imdb_dir, "test")
+    with session_factory(settings.effective_database_url)() as session:
+        import_reviews(session, dataset_name("test"), "test", source, reviews)
+    api_url = f"http://127.0.0.1:{args.port}"
+    env = child_env(DATABASE_URL=url, REDIS_URL=args.redis_url, RELEVANCE_API_URL=api_url)
+    stack = Stack(settings.instance_dir / "bench-logs")
+    stop_on_sigterm()
+    try:
+        start_service(stack, env, args.port, args.workers)
+        idle = [explain_latency(api_url) for _ in range(30)][5:]  # the first calls warm up connections
+        api = Api(replace(settings, api_url=api_url))
+        posted = time.perf_counter()
+        job = api.call("POST", "/api/jobs", json={"dataset": "imdb-test", "limit": args.limit}).json()
+        busy: list[float] = []
+        while job["status"] not in ("succeeded", "failed", "cancelled"):
+            busy.append(explain_latency(api_url))
+            time.sleep(0.25)
+            job = api.job(job["id"])
+        wall = time.perf_counter() - posted
+    finally:
+        stack.stop()
+    seconds = job["seconds"]
+    worker_total = args.workers * wall
+    accounted = seconds["engine"] + seconds["render"] + seconds["write"]
+    print(f"job {job['id']}: {job['status']}, {job['done']} done, {job['failed']} failed")
+    print(f"accuracy {job['accuracy']}")
+    print(f"wall time POST -> {job['status']}: {wall:.1f} s; {job['done'] / wall:.0f} reviews/s")
+    print(f"worker time ({args.workers} processes x wall = {worker_total:.1f} s):")
+    for part in ("engine", "render", "write"):
+        print(f"  {part:<8} {seconds[part]:7.1f} s  {100 * seconds[part] / worker_total:5.1f} %")
+    rest = worker_total - accounted
+    share = 100 * rest / worker_total
+    print(f"  other    {rest:7.1f} s  {share:5.1f} %  (reading reviews, queueing, commits, idle)")
+    print(
+        f"POST /api/explain: idle p95 {1000 * p95(idle):.0f} ms (n={len(idle)}),"
+        f" during the job p95 {1000 * p95(busy):.0f} ms (n={len(busy)})"
+    )
+    for key, value in storage(url).items():
+        print(f"storage {key}: {value:,.0f}")
+    alone = engine_only(settings)
+    print(
+        f"engine alone in this process (1 core, batches of {settings.batch_size}): "
+        f"tokenize {alone['tokenize_seconds']:.1f} s + engine {alone['engine_seconds']:.1f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()
