@@ -1,4 +1,4 @@
-"""`relevance import-imdb`: load the IMDB reviews from IMDB_DIR into the database, downloading them if asked."""
+"""`relevance import-imdb`: load the IMDB reviews from IMDB_DIR into the database, or download them."""
 
 from __future__ import annotations
 
