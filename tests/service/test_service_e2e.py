@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import signal
 import threading
 from pathlib import Path
 
@@ -178,3 +180,18 @@ def test_cli_submit_wait_status_and_export_over_http(service: Service, tmp_path:
         assert missing.exit_code != 0 and "no job 99999 (job_not_found, HTTP 404)" in missing.output
     finally:
         server.shutdown()
+
+
+def test_a_killed_worker_process_loses_and_doubles_nothing(service: Service) -> None:
+    celery = service.app.extensions["celery"]
+    stats = celery.control.inspect(timeout=2.0).stats() or {}
+    children = [pid for s in stats.values() for pid in s["pool"]["processes"]]
+    assert children
+    job_id = service.client.post("/api/jobs", json={"dataset": "imdb-test"}).get_json()["id"]
+    url = f"/api/jobs/{job_id}"
+    service.wait_for(lambda: service.client.get(url).get_json()["done"] > 0, "a first batch")
+    os.kill(children[0], signal.SIGKILL)  # its batch, if it had one, goes back to the queue (acks_late)
+
+    job = service.wait_for_job(job_id)
+    assert (job["status"], job["done"], job["failed"]) == ("succeeded", job["total"], 0)
+    assert stored_rows(service, job_id) == job["total"]
