@@ -8,6 +8,7 @@ and end times, so a fresh database with the same job ids never reads an old file
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -44,6 +45,27 @@ class WordRow:
 
 
 @dataclass(frozen=True)
+class WordIndex:
+    """Which reviews contain a word and its summed LRP in each: the job page's word search without scanning
+    every review's tokens (postings of word code c are positions starts[c] to starts[c + 1])."""
+
+    codes: dict[str, int]
+    review_ids: npt.NDArray[np.str_]
+    starts: npt.NDArray[np.int64]
+    reviews: npt.NDArray[np.int32]  # positions in review_ids
+    lrp: npt.NDArray[np.float32]
+
+    def __call__(self, word: str) -> dict[str, float]:
+        code = self.codes.get(word)
+        if code is None:
+            return {}
+        at, end = int(self.starts[code]), int(self.starts[code + 1])
+        return dict(
+            zip(self.review_ids[self.reviews[at:end]].tolist(), self.lrp[at:end].tolist(), strict=True)
+        )
+
+
+@dataclass(frozen=True)
 class WordStats:
     """Per token id (index): its word, occurrence and review counts, and relevance sums per method."""
 
@@ -53,6 +75,7 @@ class WordStats:
     sums: dict[str, npt.NDArray[np.float64]]
     scales: dict[str, float]  # job-wide |value| at full colour, per method
     review_count: int
+    index: WordIndex
 
     def ranking(self, method: str, min_count: int, count: int, highest: bool) -> list[WordRow]:
         """The `count` words with the highest (or lowest) mean relevance among those occurring at least
@@ -72,30 +95,44 @@ def _grow(array: npt.NDArray[Any], size: int) -> npt.NDArray[Any]:
 
 
 def compute(session: Session, job_id: int) -> WordStats:
-    """One streamed pass over the job's explained rows; memory stays per-vocabulary, not per-token."""
+    """One streamed pass over the job's explained rows: sums per token id and postings per word (every
+    distinct token text, also those outside the vocabulary)."""
     methods = list(METHODS)
     occurrences = np.zeros(0, np.int64)
     reviews = np.zeros(0, np.int64)
     sums = {m: np.zeros(0, np.float64) for m in methods}
     words: dict[int, str] = {UNKNOWN_ID: "<unk>", START_ID: "<start>"}
     maxima: dict[str, list[float]] = {m: [] for m in methods}
+    codes: dict[str, int] = {}
+    review_ids: list[str] = []
+    postings: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]] = []
     query = (
-        select(Explanation.token_ids, Explanation.tokens, *(getattr(Explanation, m) for m in methods))
+        select(
+            Explanation.review_id,
+            Explanation.token_ids,
+            Explanation.tokens,
+            *(getattr(Explanation, m) for m in methods),
+        )
         .where(Explanation.job_id == job_id, Explanation.error.is_(None))
         .execution_options(yield_per=ROWS_PER_FETCH)
     )
-    count = 0
-    for ids, tokens, *values in session.execute(query):
+    for review_id, ids, tokens, *values in session.execute(query):
         if ids is None or tokens is None:
             continue
-        count += 1
         size = int(ids.max()) + 1
         occurrences = _grow(occurrences, size)
         reviews = _grow(reviews, size)
         occurrences += np.bincount(ids, minlength=len(occurrences))
         reviews += np.bincount(np.unique(ids), minlength=len(reviews))
-        for token_id, word in zip(ids.tolist(), tokens.split("\n"), strict=True):
-            words.setdefault(token_id, word)
+        texts = tokens.split("\n")
+        for k in np.flatnonzero([int(i) not in words for i in ids]):
+            words.setdefault(int(ids[k]), texts[k])
+        if values[0] is not None:  # LRP: the word search's postings, without the start token
+            word_codes = np.fromiter((codes.setdefault(w, len(codes)) for w in texts[1:]), np.int64)
+            unique, where = np.unique(word_codes, return_inverse=True)
+            summed = np.bincount(where, weights=values[0][1:], minlength=len(unique))
+            postings.append((unique, summed.astype(np.float64)))
+            review_ids.append(review_id)
         for method, vector in zip(methods, values, strict=True):
             if vector is None:
                 continue
@@ -109,7 +146,30 @@ def compute(session: Session, job_id: int) -> WordStats:
         reviews=reviews,
         sums={m: _grow(sums[m], size) for m in methods if maxima[m]},
         scales={m: float(np.percentile(maxima[m], SCALE_PERCENTILE)) for m in methods if maxima[m]},
-        review_count=count,
+        review_count=len(review_ids),
+        index=_word_index(codes, review_ids, postings),
+    )
+
+
+def _word_index(
+    codes: dict[str, int],
+    review_ids: list[str],
+    postings: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]],
+) -> WordIndex:
+    """Postings of all reviews sorted by word code (stable: reviews in reading order within a word)."""
+    word_codes = np.concatenate([c for c, _ in postings] or [np.zeros(0, np.int64)])
+    positions = np.concatenate(
+        [np.full(len(c), n, np.int32) for n, (c, _) in enumerate(postings)] or [np.zeros(0, np.int32)]
+    )
+    lrp = np.concatenate([v for _, v in postings] or [np.zeros(0)])
+    order = np.argsort(word_codes, kind="stable")
+    starts = np.searchsorted(word_codes[order], np.arange(len(codes) + 1)).astype(np.int64)
+    return WordIndex(
+        codes=codes,
+        review_ids=np.array(review_ids, dtype=np.str_),
+        starts=starts,
+        reviews=positions[order].astype(np.int32),
+        lrp=lrp[order].astype(np.float32),
     )
 
 
@@ -131,20 +191,36 @@ def _save(path: Path, stats: WordStats) -> None:
     buffer = io.BytesIO()
     arrays: dict[str, Any] = {f"sum_{m}": v for m, v in stats.sums.items()}
     arrays.update({f"scale_{m}": np.array(v) for m, v in stats.scales.items()})
+    index = stats.index
     np.savez(
         buffer,
         words=stats.words,
         occurrences=stats.occurrences,
         reviews=stats.reviews,
         review_count=np.array(stats.review_count),
+        index_words=np.array("\n".join(index.codes)),  # in code order: dicts keep insertion order
+        index_review_ids=index.review_ids,
+        index_starts=index.starts,
+        index_reviews=index.reviews,
+        index_lrp=index.lrp,
         **arrays,
     )
     _write_atomically(path, buffer.getvalue())
 
 
+@functools.lru_cache(maxsize=4)
 def _load(path: Path) -> WordStats:
+    """The statistics in a cache file, kept in memory (a file never changes under its name)."""
     with np.load(path, allow_pickle=False) as npz:
         methods = [m for m in METHODS if f"sum_{m}" in npz.files]
+        words = str(npz["index_words"])
+        index = WordIndex(
+            codes={w: c for c, w in enumerate(words.split("\n"))} if words else {},
+            review_ids=npz["index_review_ids"],
+            starts=npz["index_starts"],
+            reviews=npz["index_reviews"],
+            lrp=npz["index_lrp"],
+        )
         return WordStats(
             words=npz["words"],
             occurrences=npz["occurrences"],
@@ -152,6 +228,7 @@ def _load(path: Path) -> WordStats:
             sums={m: npz[f"sum_{m}"] for m in methods},
             scales={m: float(npz[f"scale_{m}"]) for m in methods},
             review_count=int(npz["review_count"]),
+            index=index,
         )
 
 
@@ -160,9 +237,8 @@ def job_word_stats(session: Session, cache_dir: Path, database_url: str, job: Jo
     path = cache_dir / CACHE_FOLDER / f"{cache_key(database_url, job)}.npz"
     if path.is_file():
         return _load(path)
-    stats = compute(session, job.id)
-    _save(path, stats)
-    return stats
+    _save(path, compute(session, job.id))
+    return _load(path)
 
 
 def _bar_chart(stats: WordStats, method: str, min_count: int) -> bytes:
