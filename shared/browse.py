@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,9 @@ from shared.models import Explanation, Review
 from shared.tokenizer import word_spans
 
 SORTS = ("id", "confidence", "-confidence", "tokens", "-tokens", "word", "-word")
+# Reviews containing a word -> the word's summed LRP in each: a prebuilt index (shared.word_stats) that spares
+# scanning every review's tokens once a job has finished.
+WordLookup = Callable[[str], dict[str, float]]
 # Review length in tokens, times 4: the bytes of the stored int32 token ids (the same on both databases).
 TOKEN_BYTES = func.length(Explanation.token_ids)
 SUMMARY_COLUMNS = (
@@ -109,13 +112,48 @@ def _sort_column(sort: str) -> tuple[ColumnElement[Any] | None, bool]:
     return columns.get(sort.lstrip("-")), sort.startswith("-")
 
 
+def _indexed_listing(
+    session: Session, job_id: int, f: ExplanationFilter, sort: str, word: str, lookup: WordLookup
+) -> list[tuple[str, float]]:
+    """Every matching (review id, word relevance) in listing order, with the word search answered by the index
+    and the other filters and sorts by the database (ids and one sort key only: no row bodies)."""
+    relevance = lookup(word)
+    if not relevance:
+        return []
+    conditions = _conditions(job_id, f, None)
+    column, descending = _sort_column(sort)
+    query = select(Explanation.review_id).where(*conditions)
+    if column is not None:
+        query = query.order_by((column.desc() if descending else column.asc()).nulls_last())
+    ids = [i for i in session.scalars(query.order_by(Explanation.review_id)) if i in relevance]
+    if sort in ("word", "-word"):
+        ids.sort(key=lambda i: (relevance[i], i), reverse=sort == "-word")
+    return [(i, relevance[i]) for i in ids]
+
+
 def list_explanations(
-    session: Session, job_id: int, f: ExplanationFilter, sort: str, offset: int, limit: int
+    session: Session,
+    job_id: int,
+    f: ExplanationFilter,
+    sort: str,
+    offset: int,
+    limit: int,
+    lookup: WordLookup | None = None,
 ) -> tuple[int, list[ExplanationSummary]]:
-    """The total number of matching rows and one page of them."""
+    """The total number of matching rows and one page of them; `lookup` answers a word search when given."""
     if sort not in SORTS:
         raise JobRequestError("invalid_sort", f"sort must be one of {list(SORTS)}")
     word = normalise_word(f.word) if f.word else None
+    if word is not None and lookup is not None:
+        listing = _indexed_listing(session, job_id, f, sort, word, lookup)
+        page = dict(listing[offset : offset + limit])
+        bodies = (
+            select(Explanation)
+            .options(load_only(Explanation.review_id, *SUMMARY_COLUMNS))
+            .where(Explanation.job_id == job_id, Explanation.review_id.in_(page))
+        )
+        found = {row.review_id: row for row in session.scalars(bodies)}
+        return len(listing), [_summary(found[i], value) for i, value in page.items()]
     conditions = _conditions(job_id, f, word)
     columns = [Explanation.review_id, *SUMMARY_COLUMNS] + (
         [Explanation.tokens, Explanation.lrp] if word else []
@@ -128,27 +166,38 @@ def list_explanations(
         scored.sort(key=lambda s: (s.word_relevance or 0.0, s.review_id), reverse=sort == "-word")
         return len(scored), scored[offset : offset + limit]
     total = session.scalar(select(func.count()).select_from(Explanation).where(*conditions)) or 0
+    # The page's ids first, then their rows: skipping `offset` rows reads ids from an index, not row bodies.
+    ordered = select(Explanation.review_id).where(*conditions)
     column, descending = _sort_column(sort)
     if column is not None:  # failed reviews (no confidence, no tokens) last on both databases
-        query = query.order_by((column.desc() if descending else column.asc()).nulls_last())
-    rows = session.scalars(query.order_by(Explanation.review_id).offset(offset).limit(limit))
-    return total, [_summary(row, word_relevance(row, word) if word else None) for row in rows]
+        ordered = ordered.order_by((column.desc() if descending else column.asc()).nulls_last())
+    ids = list(session.scalars(ordered.order_by(Explanation.review_id).offset(offset).limit(limit)))
+    found = {row.review_id: row for row in session.scalars(query.where(Explanation.review_id.in_(ids)))}
+    return total, [_summary(found[i], word_relevance(found[i], word) if word else None) for i in ids]
 
 
 def neighbours(
-    session: Session, job_id: int, f: ExplanationFilter, sort: str, review_id: str
+    session: Session,
+    job_id: int,
+    f: ExplanationFilter,
+    sort: str,
+    review_id: str,
+    lookup: WordLookup | None = None,
 ) -> tuple[str | None, str | None]:
     """The reviews before and after `review_id` in the listing's order (None at either end), by keyset
     queries; failed reviews, which sort last without a key, have no neighbours."""
-    if sort in ("word", "-word"):
-        _, everything = list_explanations(session, job_id, f, sort, 0, 2**31)
-        ids = [row.review_id for row in everything]
-        if review_id not in ids:
-            return None, None
-        at = ids.index(review_id)
-        return (ids[at - 1] if at > 0 else None), (ids[at + 1] if at + 1 < len(ids) else None)
     if sort not in SORTS:
         raise JobRequestError("invalid_sort", f"sort must be one of {list(SORTS)}")
+    listed: list[str] | None = None
+    if f.word and lookup is not None:
+        listed = [i for i, _ in _indexed_listing(session, job_id, f, sort, normalise_word(f.word), lookup)]
+    elif sort in ("word", "-word"):  # sorted in Python: the whole listing
+        listed = [row.review_id for row in list_explanations(session, job_id, f, sort, 0, 2**31)[1]]
+    if listed is not None:
+        if review_id not in listed:
+            return None, None
+        at = listed.index(review_id)
+        return (listed[at - 1] if at > 0 else None), (listed[at + 1] if at + 1 < len(listed) else None)
     conditions = _conditions(job_id, f, normalise_word(f.word) if f.word else None)
     rid = Explanation.review_id
     column, descending = _sort_column(sort)
