@@ -38,6 +38,7 @@ from api.jobs import db, query_bool, query_int, settings, start_job, the_model
 from shared.browse import (
     SORTS,
     ExplanationFilter,
+    WordLookup,
     confusion,
     list_explanations,
     neighbours,
@@ -271,7 +272,8 @@ def job(job_id: int) -> str:
     current = get_job(db(), job_id)
     filters, sort = _listing()
     page = query_int("page", 1, 1) or 1
-    total, rows = list_explanations(db(), job_id, filters, sort, (page - 1) * PER_PAGE, PER_PAGE)
+    lookup = _word_lookup(current, filters)
+    total, rows = list_explanations(db(), job_id, filters, sort, (page - 1) * PER_PAGE, PER_PAGE, lookup)
     pages = max(1, math.ceil(total / PER_PAGE))
     if page > pages:
         abort(404, f"page {page} is past the last page ({pages})")
@@ -322,6 +324,12 @@ def _word_stats(job: Job) -> WordStats | None:
     return job_word_stats(db(), s.instance_dir, s.effective_database_url, job)
 
 
+def _word_lookup(job: Job, filters: ExplanationFilter) -> WordLookup | None:
+    """The finished job's word index when a word is searched (built with its word statistics)."""
+    stats = _word_stats(job) if filters.word else None
+    return stats.index if stats else None
+
+
 @bp.get("/jobs/<int:job_id>/reviews/<path:review_id>")
 def review(job_id: int, review_id: str) -> Any:
     current = get_job(db(), job_id)
@@ -332,7 +340,7 @@ def review(job_id: int, review_id: str) -> Any:
             return render_template("pending.html", job=current, review_id=review_id)
         raise NotFoundError("explanation_not_found", f"job {job_id} has no explanation of {review_id!r}")
     filters, sort = _listing()
-    before, after = neighbours(db(), job_id, filters, sort, review_id)
+    before, after = neighbours(db(), job_id, filters, sort, review_id, _word_lookup(current, filters))
     job_scale = request.args.get("scale") == "job"
     stats = _word_stats(current) if job_scale else None
     views = []

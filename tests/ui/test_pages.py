@@ -13,9 +13,10 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
+from shared.browse import ExplanationFilter, list_explanations, neighbours
 from shared.jobs import JobSpec
 from shared.models import Explanation, Job, Review
-from shared.word_stats import CACHE_FOLDER
+from shared.word_stats import CACHE_FOLDER, job_word_stats
 from tests.ui.conftest import Site, csrf_token, run_job_here
 
 REVIEW_LINK = re.compile(r'href="/jobs/\d+/reviews/([^"?]+)[^"]*"')
@@ -330,3 +331,39 @@ def test_explain_form_opens_the_review_page_and_escapes_the_text(client: FlaskCl
         assert panel and html.unescape(re.sub(r"<[^>]+>", "", panel.group(1))) == XSS_TEXT
     with site.sessions()() as session:
         assert session.get_one(Review, f"texts/{job_id}/0").text == XSS_TEXT
+
+
+def out_of_vocabulary_word(site: Site) -> str:
+    """A word some review contains that the model reads as <unk> (id 2)."""
+    for row in all_rows(site):
+        if row.tokens is not None and row.token_ids is not None and 2 in row.token_ids:
+            return row.tokens.split("\n")[list(row.token_ids).index(2)]
+    raise AssertionError("no out-of-vocabulary word in the sample")
+
+
+@pytest.mark.parametrize("sort", ["id", "-confidence", "tokens", "word", "-word"])
+def test_word_index_lists_what_scanning_the_tokens_lists(site: Site, sort: str) -> None:
+    """Finished jobs answer word searches from the word index; running ones scan tokens: same answers."""
+    with site.sessions()() as session:
+        job = session.get_one(Job, site.job_id)
+        settings = site.settings
+        index = job_word_stats(session, settings.instance_dir, settings.effective_database_url, job).index
+        searches = [
+            ExplanationFilter(word="film"),
+            ExplanationFilter(word="boring", true_class=0),
+            ExplanationFilter(word=out_of_vocabulary_word(site)),
+            ExplanationFilter(word="zzzznever"),
+        ]
+        for f in searches:
+            scanned = list_explanations(session, site.job_id, f, sort, 0, 1000)
+            indexed = list_explanations(session, site.job_id, f, sort, 0, 1000, index)
+            assert scanned[0] == indexed[0]
+            assert [r.review_id for r in scanned[1]] == [r.review_id for r in indexed[1]]
+            assert [r.word_relevance for r in indexed[1]] == pytest.approx(
+                [r.word_relevance for r in scanned[1]], abs=1e-5
+            )
+            ids = [r.review_id for r in scanned[1]]
+            if len(ids) >= 3:
+                expected = (ids[0], ids[2])
+                assert neighbours(session, site.job_id, f, sort, ids[1]) == expected
+                assert neighbours(session, site.job_id, f, sort, ids[1], index) == expected
