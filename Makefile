@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: help install install-train test lint bench
+.PHONY: help install install-train test lint bench bench-ui
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ lint: install ## ruff and strict mypy
 
 bench: install ## engine benchmark: reviews/s, ratio to the plain loop, 25k seconds, peak memory
 	$(BIN)/relevance bench
+
+bench-ui: install ## web page times (p50/p95 per page) with 25,000 stored explanations on PostgreSQL
+	$(BIN)/python -m scripts.bench_ui
 
 .PHONY: demo bench-service
 
