@@ -32,6 +32,7 @@ ROWS_PER_FETCH = 500
 SCALE_PERCENTILE = 95  # job-wide scale: this percentile of the reviews' largest |value|
 CACHE_FOLDER = "word-stats"
 CHART_WORDS = 15
+OOV_CODES = 1 << 40  # word-index codes of out-of-vocabulary words start here, above every token id
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,9 @@ def compute(session: Session, job_id: int) -> WordStats:
     reviews = np.zeros(0, np.int64)
     sums = {m: np.zeros(0, np.float64) for m in methods}
     words: dict[int, str] = {UNKNOWN_ID: "<unk>", START_ID: "<start>"}
+    named = np.zeros(0, bool)  # token ids that have their entry in words
     maxima: dict[str, list[float]] = {m: [] for m in methods}
-    codes: dict[str, int] = {}
+    unknown: dict[str, int] = {}  # out-of-vocabulary words: codes from OOV_CODES on (token ids stay below)
     review_ids: list[str] = []
     postings: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]] = []
     query = (
@@ -125,10 +127,14 @@ def compute(session: Session, job_id: int) -> WordStats:
         occurrences += np.bincount(ids, minlength=len(occurrences))
         reviews += np.bincount(np.unique(ids), minlength=len(reviews))
         texts = tokens.split("\n")
-        for k in np.flatnonzero([int(i) not in words for i in ids]):
+        named = _grow(named, size)
+        for k in np.flatnonzero(~named[ids]):  # the first text of each token id (one word, except <unk>)
             words.setdefault(int(ids[k]), texts[k])
+            named[ids[k]] = True
         if values[0] is not None:  # LRP: the word search's postings, without the start token
-            word_codes = np.fromiter((codes.setdefault(w, len(codes)) for w in texts[1:]), np.int64)
+            word_codes = ids[1:].astype(np.int64)
+            for k in np.flatnonzero(word_codes == UNKNOWN_ID):
+                word_codes[k] = OOV_CODES + unknown.setdefault(texts[k + 1], len(unknown))
             unique, where = np.unique(word_codes, return_inverse=True)
             summed = np.bincount(where, weights=values[0][1:], minlength=len(unique))
             postings.append((unique, summed.astype(np.float64)))
@@ -147,23 +153,35 @@ def compute(session: Session, job_id: int) -> WordStats:
         sums={m: _grow(sums[m], size) for m in methods if maxima[m]},
         scales={m: float(np.percentile(maxima[m], SCALE_PERCENTILE)) for m in methods if maxima[m]},
         review_count=len(review_ids),
-        index=_word_index(codes, review_ids, postings),
+        index=_word_index(words, unknown, review_ids, postings),
     )
 
 
 def _word_index(
-    codes: dict[str, int],
+    words: dict[int, str],
+    unknown: dict[str, int],
     review_ids: list[str],
     postings: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]],
 ) -> WordIndex:
-    """Postings of all reviews sorted by word code (stable: reviews in reading order within a word)."""
+    """Postings of all reviews sorted by word (stable: reviews in reading order within a word); the sparse
+    codes (token ids, OOV_CODES + n) become dense row numbers."""
     word_codes = np.concatenate([c for c, _ in postings] or [np.zeros(0, np.int64)])
+    distinct = np.unique(word_codes)
+    named = {w: i for i, w in words.items() if i != UNKNOWN_ID} | {
+        w: OOV_CODES + n for w, n in unknown.items()
+    }
+    rows = np.searchsorted(distinct, np.array(list(named.values()), dtype=np.int64))
+    codes = {
+        w: int(r)
+        for (w, code), r in zip(named.items(), rows, strict=True)
+        if r < len(distinct) and distinct[r] == code
+    }
     positions = np.concatenate(
         [np.full(len(c), n, np.int32) for n, (c, _) in enumerate(postings)] or [np.zeros(0, np.int32)]
     )
     lrp = np.concatenate([v for _, v in postings] or [np.zeros(0)])
     order = np.argsort(word_codes, kind="stable")
-    starts = np.searchsorted(word_codes[order], np.arange(len(codes) + 1)).astype(np.int64)
+    starts = np.searchsorted(word_codes[order], np.append(distinct, np.iinfo(np.int64).max)).astype(np.int64)
     return WordIndex(
         codes=codes,
         review_ids=np.array(review_ids, dtype=np.str_),
@@ -198,7 +216,7 @@ def _save(path: Path, stats: WordStats) -> None:
         occurrences=stats.occurrences,
         reviews=stats.reviews,
         review_count=np.array(stats.review_count),
-        index_words=np.array("\n".join(index.codes)),  # in code order: dicts keep insertion order
+        index_words=np.array("\n".join(sorted(index.codes, key=index.codes.__getitem__))),  # by row
         index_review_ids=index.review_ids,
         index_starts=index.starts,
         index_reviews=index.reviews,

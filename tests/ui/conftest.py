@@ -24,6 +24,7 @@ from shared.db import session_factory
 from shared.explainer import load_explainer
 from shared.imdb import read_split, split_path, word_index_path
 from shared.jobs import JobSpec, create_job, model_info, run_batch
+from shared.queue import stop_embedded_redis
 from shared.settings import Settings
 from tests.service.conftest import Service, prepare_database, start_service, stop_service, write_model
 
@@ -98,10 +99,11 @@ class Site:
 
 
 @pytest.fixture(scope="session")
-def site(tmp_path_factory: pytest.TempPathFactory, ui_assets: tuple[Path, Path]) -> Site:
+def site(tmp_path_factory: pytest.TempPathFactory, ui_assets: tuple[Path, Path]) -> Iterator[Site]:
     settings = ui_settings(tmp_path_factory.mktemp("ui-site"), ui_assets)
     job_id = run_job_here(settings, JobSpec(dataset="imdb-test"))
-    return Site(settings, create_app({"SETTINGS": settings, "TESTING": True}), job_id)
+    yield Site(settings, create_app({"SETTINGS": settings, "TESTING": True}), job_id)
+    stop_embedded_redis(settings.instance_dir)  # the app started it (the forms queue tasks there)
 
 
 @pytest.fixture
