@@ -25,7 +25,7 @@ from shared.settings import Settings
 @click.option("--max-length", type=click.IntRange(min=2), default=400, show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="At most.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=5e-4, show_default=True)
 @click.option("--patience", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option(
