@@ -7,6 +7,7 @@ is sent with a Content-Security-Policy that allows no inline script or style, fo
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import secrets
@@ -44,6 +45,7 @@ from shared.browse import (
     neighbours,
     preview_sources,
 )
+from shared.db import session_factory
 from shared.explainer import METHODS
 from shared.heatmap import render_heatmap, shade_stylesheet
 from shared.jobs import JobRequestError, JobSpec, NotFoundError, get_job, progress
@@ -253,11 +255,24 @@ class Summary:
     failed: int
 
 
+@functools.lru_cache(maxsize=256)
+def _finished_confusion(
+    database_url: str, job_id: int, finished_at: str
+) -> dict[tuple[int | None, int | None], int]:
+    """A finished job's counts never change: one query per job and process."""
+    with session_factory(database_url)() as session:
+        return confusion(session, job_id)
+
+
 def _summary(job: Job, classes: int) -> Summary:
     matrix = [[0] * classes for _ in range(classes)]
     unlabelled = [0] * classes
     failed = 0
-    for (true, predicted), count in confusion(db(), job.id).items():
+    if job.finished_at is not None and job.status in FINISHED:
+        counts = _finished_confusion(settings().effective_database_url, job.id, job.finished_at.isoformat())
+    else:
+        counts = confusion(db(), job.id)
+    for (true, predicted), count in counts.items():
         if predicted is None:
             failed += count
         elif true is None:

@@ -120,13 +120,17 @@ def _indexed_listing(
     relevance = lookup(word)
     if not relevance:
         return []
-    conditions = _conditions(job_id, f, None)
+    by_word = sort in ("word", "-word")
+    if by_word and f == ExplanationFilter(word=f.word):  # the index alone answers: no query
+        ids = sorted(relevance, key=lambda i: (relevance[i], i), reverse=sort == "-word")
+        return [(i, relevance[i]) for i in ids]
     column, descending = _sort_column(sort)
+    conditions = _conditions(job_id, f, None)
     query = select(Explanation.review_id).where(*conditions)
     if column is not None:
         query = query.order_by((column.desc() if descending else column.asc()).nulls_last())
     ids = [i for i in session.scalars(query.order_by(Explanation.review_id)) if i in relevance]
-    if sort in ("word", "-word"):
+    if by_word:
         ids.sort(key=lambda i: (relevance[i], i), reverse=sort == "-word")
     return [(i, relevance[i]) for i in ids]
 
