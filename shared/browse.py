@@ -121,8 +121,10 @@ def _indexed_listing(
     if not relevance:
         return []
     by_word = sort in ("word", "-word")
-    if by_word and f == ExplanationFilter(word=f.word):  # the index alone answers: no query
-        ids = sorted(relevance, key=lambda i: (relevance[i], i), reverse=sort == "-word")
+    if f == ExplanationFilter(word=f.word) and (by_word or sort == "id"):  # the index alone answers
+        ids = list(relevance)  # already in the database's review id order
+        if by_word:
+            ids.sort(key=lambda i: (relevance[i], i), reverse=sort == "-word")
         return [(i, relevance[i]) for i in ids]
     column, descending = _sort_column(sort)
     conditions = _conditions(job_id, f, None)

@@ -57,6 +57,7 @@ class WordIndex:
     lrp: npt.NDArray[np.float32]
 
     def __call__(self, word: str) -> dict[str, float]:
+        """Review id -> summed LRP of the word there, in the database's review id order."""
         code = self.codes.get(word)
         if code is None:
             return {}
@@ -116,6 +117,7 @@ def compute(session: Session, job_id: int) -> WordStats:
             *(getattr(Explanation, m) for m in methods),
         )
         .where(Explanation.job_id == job_id, Explanation.error.is_(None))
+        .order_by(Explanation.review_id)  # the postings of a word list reviews in the database's id order
         .execution_options(yield_per=ROWS_PER_FETCH)
     )
     for review_id, ids, tokens, *values in session.execute(query):
