@@ -50,7 +50,7 @@ class Settings:
     api_token: str = ""
     secret_key: str = ""  # signs the web UI's session cookie (CSRF tokens); empty: a key kept in instance_dir
     api_url: str = "http://127.0.0.1:5000"
-    batch_size: int = 250  # reviews per bulk task: a few seconds of work
+    batch_size: int = 500  # reviews per bulk task: ~1.5 s of work; the engine is 10 % slower at 250
     engine_chunk_size: int = 2000
     max_text_chars: int = 100_000  # one submitted review; the longest IMDB review has 13,704
     max_texts: int = 10_000  # reviews in one texts job
@@ -75,7 +75,7 @@ class Settings:
             api_token=env.get("API_TOKEN", ""),
             secret_key=env.get("SECRET_KEY", ""),
             api_url=env.get("RELEVANCE_API_URL") or "http://127.0.0.1:5000",
-            batch_size=_env_number("BATCH_SIZE", 250, int),
+            batch_size=_env_number("BATCH_SIZE", 500, int),
             engine_chunk_size=_env_number("ENGINE_CHUNK_SIZE", 2000, int),
             max_text_chars=_env_number("MAX_TEXT_CHARS", 100_000, int),
             max_texts=_env_number("MAX_TEXTS", 10_000, int),
