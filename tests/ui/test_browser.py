@@ -70,7 +70,7 @@ def screenshot(driver: WebDriver, name: str) -> None:
     """A full-height picture of the page for the README (also kept as a CI artefact)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1400, min(max(int(height), 700), 1800))
+    driver.set_window_size(1400, min(max(int(height), 700), 1300))
     driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
     driver.set_window_size(1400, 1000)
 
@@ -117,9 +117,9 @@ def colour_of(token: WebElement) -> tuple[int, int, int]:
 
 def test_review_colours_match_the_stored_relevance_signs(live_site: LiveSite, browser: WebDriver) -> None:
     settings = live_site.service.settings
-    job_id = run_job_here(settings, JobSpec(dataset="imdb-test", limit=60))
+    job_id = run_job_here(settings, JobSpec(dataset="imdb-test"))
     browser.get(f"{live_site.url}/jobs/{job_id}?sort=-confidence")
-    assert browser.find_element(By.ID, "match-count").text.startswith("60 reviews")
+    assert browser.find_element(By.ID, "match-count").text.startswith("250 reviews")
     screenshot(browser, "job")
     link = browser.find_element(By.CSS_SELECTOR, "table.reviews tbody tr:nth-child(2) a")
     review_id = link.text
