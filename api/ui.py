@@ -86,7 +86,8 @@ ONE_SIDED = ("sa",)  # methods without a sign: a one-sided colour scale
 def register(app: Flask) -> None:
     """Add the pages to the app: blueprint, session key, security headers and HTML error pages."""
     app.secret_key = settings_secret(app)
-    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
+    if app.config.get("SESSION_COOKIE_SAMESITE") is None:  # Flask's default sends it cross-site too
+        app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     app.jinja_env.globals["csrf_token"] = generate_csrf
     app.register_blueprint(bp)
     app.after_request(_security_headers)

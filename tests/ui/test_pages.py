@@ -295,6 +295,12 @@ def test_posts_without_a_valid_csrf_token_are_rejected(
     assert job_count(site) == before
 
 
+def test_session_cookie_is_http_only_and_same_site(site: Site) -> None:
+    response = site.app.test_client().get("/")
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
 def test_start_job_form_creates_a_queued_job(client: FlaskClient, site: Site) -> None:
     response = client.post(
         "/jobs", data={"dataset": "imdb-test", "limit": "3", "csrf_token": csrf_token(client)}
