@@ -8,6 +8,7 @@ import argparse
 import statistics
 import time
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -111,6 +112,7 @@ def main() -> None:
         api = Api(replace(settings, api_url=api_url))
         posted = time.perf_counter()
         job = api.call("POST", "/api/jobs", json={"dataset": "imdb-test", "limit": args.limit}).json()
+        enqueued = time.perf_counter() - posted
         busy: list[float] = []
         while job["status"] not in ("succeeded", "failed", "cancelled"):
             busy.append(explain_latency(api_url))
@@ -125,6 +127,9 @@ def main() -> None:
     print(f"job {job['id']}: {job['status']}, {job['done']} done, {job['failed']} failed")
     print(f"accuracy {job['accuracy']}")
     print(f"wall time POST -> {job['status']}: {wall:.1f} s; {job['done'] / wall:.0f} reviews/s")
+    created, started = (datetime.fromisoformat(job[k]) for k in ("created_at", "started_at"))
+    first = (started - created).total_seconds()
+    print(f"POST (create + enqueue): {enqueued:.2f} s; first batch started {first:.2f} s after creation")
     print(f"worker time ({args.workers} processes x wall = {worker_total:.1f} s):")
     for part in ("engine", "render", "write"):
         print(f"  {part:<8} {seconds[part]:7.1f} s  {100 * seconds[part] / worker_total:5.1f} %")
