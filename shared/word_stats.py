@@ -19,12 +19,11 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from matplotlib.figure import Figure
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shared.explainer import METHODS
-from shared.models import Explanation, Job
+from shared.models import Explanation, Job, JobStatus
 
 START_ID = 1  # the start token: not a word of the review
 UNKNOWN_ID = 2  # every word outside the model's vocabulary
@@ -252,17 +251,35 @@ def _load(path: Path) -> WordStats:
         )
 
 
+def _stats_path(cache_dir: Path, database_url: str, job: Job) -> Path:
+    return cache_dir / CACHE_FOLDER / f"{cache_key(database_url, job)}.npz"
+
+
 def job_word_stats(session: Session, cache_dir: Path, database_url: str, job: Job) -> WordStats:
     """The cached statistics of a finished job, computed on the first call."""
-    path = cache_dir / CACHE_FOLDER / f"{cache_key(database_url, job)}.npz"
-    if path.is_file():
-        return _load(path)
-    _save(path, compute(session, job.id))
+    path = _stats_path(cache_dir, database_url, job)
+    if not path.is_file():
+        _save(path, compute(session, job.id))
     return _load(path)
+
+
+def prepare_when_finished(session: Session, cache_dir: Path, database_url: str, job_id: int) -> bool:
+    """Compute and cache the statistics of a job that has just succeeded (called by the worker after each
+    batch: only the batch that finished the job finds it so), so that its first view need not wait."""
+    job = session.get(Job, job_id)
+    if job is None or job.status != JobStatus.SUCCEEDED:
+        return False
+    path = _stats_path(cache_dir, database_url, job)
+    if path.is_file():
+        return False
+    _save(path, compute(session, job.id))
+    return True
 
 
 def _bar_chart(stats: WordStats, method: str, min_count: int) -> bytes:
     """Two horizontal bar panels: the words with the highest and with the lowest mean relevance."""
+    from matplotlib.figure import Figure  # here: the workers import this module but never draw
+
     figure = Figure(figsize=(8, 4.8), dpi=100, layout="constrained")
     for axes, highest in zip(figure.subplots(1, 2), (True, False), strict=True):
         rows = stats.ranking(method, min_count, CHART_WORDS, highest)[::-1]

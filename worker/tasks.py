@@ -11,6 +11,7 @@ from shared.export import jsonl_line, review_record
 from shared.heatmap import render_heatmap
 from shared.jobs import check_text_sizes, fail_job, parse_target, run_batch
 from shared.queue import EXPLAIN_BATCH, EXPLAIN_TEXT
+from shared.word_stats import prepare_when_finished
 from worker.app import app, explainer, settings
 
 
@@ -18,10 +19,13 @@ def explain_batch(job_id: int, review_ids: list[str]) -> str:
     """One batch of a bulk job; a failure of the whole batch (not of one review) fails the job."""
     sessions = session_factory(settings.effective_database_url)
     try:
-        return run_batch(sessions, explainer(), job_id, review_ids)
+        outcome = run_batch(sessions, explainer(), job_id, review_ids)
     except Exception as exc:
         fail_job(sessions, job_id, f"batch of {len(review_ids)} reviews failed: {type(exc).__name__}: {exc}")
         raise
+    with sessions() as session:  # the web UI's word statistics, ready before anyone opens the job
+        prepare_when_finished(session, settings.instance_dir, settings.effective_database_url, job_id)
+    return outcome
 
 
 def explain_text(text: str, target: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from shared.jobs import JobSpec
 from shared.models import Explanation, Job
 from shared.queue import BULK_QUEUE
 from shared.settings import PROJECT_ROOT
+from shared.word_stats import CACHE_FOLDER
 from tests.ui.conftest import LiveSite, run_job_here
 
 CHROMIUM = "/usr/bin/chromium"
@@ -106,6 +107,9 @@ def test_progress_bar_reaches_100_percent_against_a_real_worker(
         job = session.get_one(Job, job_id)
         assert (job.status, job.done + job.failed) == ("succeeded", job.total)
     screenshot(browser, "jobs")
+    # The worker that finished the job also prepared its word statistics for the words page.
+    cache = live_site.service.settings.instance_dir / CACHE_FOLDER
+    wait(browser).until(lambda _: list(cache.glob(f"job-{job_id}-*.npz")))
 
 
 def colour_of(token: WebElement) -> tuple[int, int, int]:
