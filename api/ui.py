@@ -257,10 +257,8 @@ class Summary:
 
 
 @functools.lru_cache(maxsize=256)
-def _finished_confusion(
-    database_url: str, job_id: int, finished_at: str
-) -> dict[tuple[int | None, int | None], int]:
-    """A finished job's counts never change: one query per job and process."""
+def _finished_confusion(database_url: str, key: str, job_id: int) -> dict[tuple[int | None, int | None], int]:
+    """A finished job's counts (named by its cache key) never change: one query per job and process."""
     with session_factory(database_url)() as session:
         return confusion(session, job_id)
 
@@ -269,8 +267,9 @@ def _summary(job: Job, classes: int) -> Summary:
     matrix = [[0] * classes for _ in range(classes)]
     unlabelled = [0] * classes
     failed = 0
-    if job.finished_at is not None and job.status in FINISHED:
-        counts = _finished_confusion(settings().effective_database_url, job.id, job.finished_at.isoformat())
+    if job.status in FINISHED:
+        url = settings().effective_database_url
+        counts = _finished_confusion(url, cache_key(url, job), job.id)
     else:
         counts = confusion(db(), job.id)
     for (true, predicted), count in counts.items():

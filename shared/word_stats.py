@@ -193,8 +193,9 @@ def _word_index(
 
 
 def cache_key(database_url: str, job: Job) -> str:
-    """Names the job's rows as they are once it finished."""
-    ends = f"{database_url}|{job.id}|{job.created_at.isoformat()}|{job.finished_at}"
+    """Names the job's rows as they are once it finished; the counters are in it because a batch that was
+    already running when a job was cancelled still adds its rows afterwards."""
+    ends = f"{database_url}|{job.id}|{job.created_at.isoformat()}|{job.finished_at}|{job.done}|{job.failed}"
     return f"job-{job.id}-{hashlib.sha256(ends.encode()).hexdigest()[:16]}"
 
 
