@@ -289,7 +289,11 @@ def _bar_chart(stats: WordStats, method: str, min_count: int) -> bytes:
         axes.set_title(f"{'highest' if highest else 'lowest'} mean {method.upper()}")
         axes.axvline(0, color="#444", linewidth=0.8)
         axes.tick_params(labelsize=8)
-    figure.suptitle(f"{method.upper()} per occurrence, words seen at least {min_count} times", fontsize=10)
+    figure.suptitle(
+        f"mean {method.upper()} per occurrence for each review's explained class, "
+        f"words seen at least {min_count} times",
+        fontsize=10,
+    )
     out = io.BytesIO()
     figure.savefig(out, format="png")
     return out.getvalue()

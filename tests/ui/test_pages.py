@@ -310,6 +310,13 @@ def test_start_job_form_creates_a_queued_job(client: FlaskClient, site: Site) ->
     job_id = max(int(i) for i in re.findall(r'id="job-(\d+)"', body))
     assert f"Job {job_id} started: 3 reviews." in body
     assert f'data-poll="/api/jobs/{job_id}"' in body  # the unfinished job is watched live
+    job_page = page(client, f"/jobs/{job_id}")  # no worker here: it stays queued
+    assert f'data-poll="/api/jobs/{job_id}"' in job_page and "0 reviews; page 1 of 1" in job_page
+    assert "computed once the job has finished" in page(client, f"/jobs/{job_id}/words")
+    assert client.get(f"/jobs/{job_id}/words/lrp.png").status_code == 404
+    with site.sessions()() as session:  # one of the job's reviews (the first by id): its page waits for it
+        first = session.scalars(select(Review.id).order_by(Review.id).limit(1)).one()
+    assert "data-reload-when-done" in page(client, f"/jobs/{job_id}/reviews/{first}")
 
 
 def test_bad_start_job_form_gives_an_error_page(client: FlaskClient) -> None:
