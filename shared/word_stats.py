@@ -132,14 +132,15 @@ def compute(session: Session, job_id: int) -> WordStats:
         for k in np.flatnonzero(~named[ids]):  # the first text of each token id (one word, except <unk>)
             words.setdefault(int(ids[k]), texts[k])
             named[ids[k]] = True
-        if values[0] is not None:  # LRP: the word search's postings, without the start token
-            word_codes = ids[1:].astype(np.int64)
-            for k in np.flatnonzero(word_codes == UNKNOWN_ID):
-                word_codes[k] = OOV_CODES + unknown.setdefault(texts[k + 1], len(unknown))
-            unique, where = np.unique(word_codes, return_inverse=True)
-            summed = np.bincount(where, weights=values[0][1:], minlength=len(unique))
-            postings.append((unique, summed.astype(np.float64)))
-            review_ids.append(review_id)
+        # The word search's postings (without the start token) with the word's LRP, 0 when LRP was not asked.
+        lrp = values[0] if values[0] is not None else np.zeros(len(ids), np.float32)
+        word_codes = ids[1:].astype(np.int64)
+        for k in np.flatnonzero(word_codes == UNKNOWN_ID):
+            word_codes[k] = OOV_CODES + unknown.setdefault(texts[k + 1], len(unknown))
+        unique, where = np.unique(word_codes, return_inverse=True)
+        summed = np.bincount(where, weights=lrp[1:], minlength=len(unique))
+        postings.append((unique, summed.astype(np.float64)))
+        review_ids.append(review_id)
         for method, vector in zip(methods, values, strict=True):
             if vector is None:
                 continue

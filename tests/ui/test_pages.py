@@ -380,3 +380,18 @@ def test_word_index_lists_what_scanning_the_tokens_lists(site: Site, sort: str) 
                 expected = (ids[0], ids[2])
                 assert neighbours(session, site.job_id, f, sort, ids[1]) == expected
                 assert neighbours(session, site.job_id, f, sort, ids[1], index) == expected
+
+
+def test_a_job_without_lrp_has_every_page(client: FlaskClient, site: Site) -> None:
+    """Jobs may ask for a subset of the methods: pages show what there is, word search still finds words."""
+    job_id = run_job_here(site.settings, JobSpec(dataset="imdb-test", limit=40, methods=("sa",)))
+    body = page(client, f"/jobs/{job_id}?word=film")
+    ids = listed_ids(body)
+    with site.sessions()() as session:
+        query = select(Explanation).where(Explanation.job_id == job_id)
+        expected = sorted(r.review_id for r in session.scalars(query) if contains(r, "film"))
+    assert ids == expected and ids
+    review = page(client, f"/jobs/{job_id}/reviews/{ids[0]}?scale=job&word=film")
+    assert 'id="method-sa"' in review and 'id="method-lrp"' not in review and 'id="lrp-share"' not in review
+    words = page(client, f"/jobs/{job_id}/words")
+    assert 'id="words-sa"' in words and 'id="words-lrp"' not in words
