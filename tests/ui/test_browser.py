@@ -81,7 +81,7 @@ def test_progress_bar_reaches_100_percent_against_a_real_worker(
 ) -> None:
     celery = live_site.service.app.extensions["celery"]
     # Hold the worker back until the page shows the queued job, so the page must update itself.
-    assert celery.control.cancel_consumer(BULK_QUEUE, reply=True)
+    assert celery.control.cancel_consumer(BULK_QUEUE, reply=True, timeout=DEADLINE, limit=1)
     try:
         browser.get(live_site.url + "/")
         browser.find_element(By.CSS_SELECTOR, "#start-job button").click()
@@ -93,7 +93,7 @@ def test_progress_bar_reaches_100_percent_against_a_real_worker(
         assert row.find_element(By.CSS_SELECTOR, '[data-field="status"]').text == "queued"
         browser.execute_script("window.__samePage = true")
     finally:
-        assert celery.control.add_consumer(BULK_QUEUE, reply=True)
+        assert celery.control.add_consumer(BULK_QUEUE, reply=True, timeout=DEADLINE, limit=1)
 
     wait(browser).until(lambda _: float(bar.get_attribute("value") or 0) == 100.0)
     wait(browser).until(
