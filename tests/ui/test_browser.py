@@ -1,6 +1,6 @@
 """The pages in a real headless Chromium (Debian's chromium + chromedriver) against a real HTTP server and a
 real Celery worker: live progress, colours against the stored relevance, hostile review text. Saves the
-README's screenshots to docs/screenshots/."""
+README's screenshots to docs/screenshots/ (jobs, job, review and words pages)."""
 
 from __future__ import annotations
 
@@ -154,6 +154,13 @@ def test_review_colours_match_the_stored_relevance_signs(live_site: LiveSite, br
         if method != "sa":
             assert signs == {"red": int((values > 0).sum()), "blue": int((values < 0).sum())}
     screenshot(browser, "review")
+    browser.get(f"{live_site.url}/jobs/{job_id}/words")
+    charts = browser.find_elements(By.CSS_SELECTOR, ".words img")
+    assert len(charts) == 3
+    wait(browser).until(
+        lambda d: all(d.execute_script("return arguments[0].naturalWidth", c) for c in charts)
+    )
+    screenshot(browser, "words")
 
 
 def test_hostile_review_text_is_shown_literally_and_never_runs(
