@@ -60,6 +60,7 @@ JOBS_SHOWN = 50
 PREVIEW_CHARS = 160  # of the review text shown as a one-line heatmap in the table
 WORDS_SHOWN = 20
 MIN_COUNTS = (1, 2, 5, 10, 20, 50, 100)  # choices on the words page (each one cached chart per method)
+# Carried from page to page: the listing's filters and sort, and the review page's colour scale.
 FILTER_PARAMS = (
     "true_class",
     "predicted_class",
@@ -68,7 +69,17 @@ FILTER_PARAMS = (
     "max_confidence",
     "word",
     "sort",
+    "scale",
 )
+SORT_LABELS = {
+    "id": "review id",
+    "-confidence": "confidence, highest first",
+    "confidence": "confidence, lowest first",
+    "-tokens": "length, longest first",
+    "tokens": "length, shortest first",
+    "-word": "word's LRP, highest first",
+    "word": "word's LRP, lowest first",
+}
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; object-src 'none'; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
@@ -311,7 +322,7 @@ def job(job_id: int) -> str:
         pages=pages,
         filters=filters,
         sort=sort,
-        sorts=SORTS,
+        sorts=SORT_LABELS,
         listing=_listing_args(),
         finished=current.status in FINISHED,
     )

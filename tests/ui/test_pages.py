@@ -204,6 +204,7 @@ def test_review_page_job_wide_scale(client: FlaskClient, site: Site) -> None:
     assert 'id="job-scale"' in per_review
     job_wide = page(client, f"/jobs/{site.job_id}/reviews/{row.review_id}?scale=job")
     assert "<strong>job-wide</strong>" in job_wide
+    assert re.search(r'id="next-review" href="[^"]*scale=job', job_wide)  # the scale stays while browsing
     scales = re.findall(r"full colour at ([0-9.e+-]+)", job_wide)
     assert scales != re.findall(r"full colour at ([0-9.e+-]+)", per_review)
 
