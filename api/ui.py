@@ -21,6 +21,7 @@ from flask import (
     Flask,
     Response,
     abort,
+    current_app,
     flash,
     redirect,
     render_template,
@@ -165,6 +166,13 @@ def _forged(exc: CSRFError) -> Any:
 @bp.errorhandler(HTTPException)
 def _http(exc: HTTPException) -> Any:
     return _error_page(exc.code or 500, exc.name, exc.description or exc.name)
+
+
+@bp.errorhandler(Exception)
+def _broken(exc: Exception) -> Any:
+    """A bug, not bad input: logged with its traceback, shown as a page without internals."""
+    current_app.logger.exception("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    return _error_page(500, "Server error", "The page failed; the server's log says why.")
 
 
 @bp.before_request

@@ -396,3 +396,16 @@ def test_a_job_without_lrp_has_every_page(client: FlaskClient, site: Site) -> No
     assert 'id="method-sa"' in review and 'id="method-lrp"' not in review and 'id="lrp-share"' not in review
     words = page(client, f"/jobs/{job_id}/words")
     assert 'id="words-sa"' in words and 'id="words-lrp"' not in words
+
+
+def test_a_failing_page_is_an_html_500_without_internals(
+    client: FlaskClient, site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_: Any) -> None:
+        raise RuntimeError("secret detail")
+
+    monkeypatch.setattr("api.ui.list_explanations", broken)
+    response = client.get(f"/jobs/{site.job_id}")
+    assert response.status_code == 500 and response.mimetype == "text/html"
+    assert "Server error" in response.get_data(as_text=True)
+    assert "secret detail" not in response.get_data(as_text=True)
