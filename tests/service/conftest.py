@@ -31,7 +31,7 @@ from shared.settings import PROJECT_ROOT, Settings
 from shared.weights import save_weights
 
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-REDIS_TEST_URL = "redis://127.0.0.1:6379/15"  # a database of its own on the machine's Redis
+REDIS_TEST_URL = "redis://127.0.0.1:6379/15"  # a database of its own on the machine's Redis (+ a key prefix)
 DEADLINE = 60.0  # seconds any wait for the worker may take before the test fails
 
 # A tiny vocabulary: rank r -> token id r + 3. The model below reads every id below 10,000.
@@ -171,12 +171,11 @@ def start_service(name: str, settings: Settings, log_dir: Path) -> Service:
     """The API app in this process (which also owns an embedded Redis, if any) and a worker subprocess."""
     app = create_app({"SETTINGS": settings, "TESTING": True})
     celery = app.extensions["celery"]
-    with celery.connection_for_write() as connection:
-        connection.default_channel.client.flushdb()  # no leftovers of earlier runs
     env = dict(
         os.environ,
         DATABASE_URL=settings.database_url,
         REDIS_URL=settings.redis_url,
+        REDIS_PREFIX=settings.redis_prefix,
         INSTANCE_DIR=str(settings.instance_dir),
         MODEL_PATH=str(settings.model_path),
         IMDB_DIR=str(settings.imdb_dir),
@@ -219,7 +218,9 @@ def service(
         settings = replace(settings, database_url=f"sqlite:///{tmp_path / 'relevance.sqlite3'}")
     else:
         url = request.getfixturevalue("postgres_url")
-        settings = replace(settings, database_url=url, redis_url=REDIS_TEST_URL)
+        # A key prefix of its own: test sessions running at once on this Redis never see each other's tasks.
+        prefix = f"test-{uuid.uuid4().hex[:8]}:"
+        settings = replace(settings, database_url=url, redis_url=REDIS_TEST_URL, redis_prefix=prefix)
         reset_postgres(url)
     prepare_database(settings)
     running = start_service(request.param, settings, tmp_path)
