@@ -1,6 +1,7 @@
-"""Fixtures of the web UI tests: a tiny random model (the service tests' `write_model`) reading real IMDB test
-reviews, a migrated SQLite database with one finished job explained in this process (the pages need no
-worker), and for the browser tests a real HTTP server, a real Celery worker and headless Chromium."""
+"""Fixtures of the web UI tests: the committed trained model reading real IMDB test reviews (so the pages
+and screenshots show what users see), a migrated SQLite database with one finished job explained in this
+process (the pages need no worker), and for the browser tests a real HTTP server, a real Celery worker and
+headless Chromium."""
 
 from __future__ import annotations
 
@@ -25,11 +26,10 @@ from shared.explainer import load_explainer
 from shared.imdb import read_split, split_path, word_index_path
 from shared.jobs import JobSpec, create_job, model_info, run_batch
 from shared.queue import stop_embedded_redis
-from shared.settings import Settings
-from tests.service.conftest import Service, prepare_database, start_service, stop_service, write_model
+from shared.settings import DEFAULT_MODEL_PATH, Settings
+from tests.service.conftest import Service, prepare_database, start_service, stop_service
 
 REVIEW_STRIDE = 100  # every 100th real test review: 250 reviews, both labels, some longer than 400 tokens
-MAX_LENGTH = 400
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
@@ -48,8 +48,7 @@ def write_sample_imdb(source: Path, folder: Path) -> Path:
 def ui_assets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(model file, IMDB folder) shared by every UI test."""
     root = tmp_path_factory.mktemp("ui-assets")
-    model = write_model(root / "model.npz", max_length=MAX_LENGTH)
-    return model, write_sample_imdb(Settings.from_env().imdb_dir, root / "imdb")
+    return DEFAULT_MODEL_PATH, write_sample_imdb(Settings.from_env().imdb_dir, root / "imdb")
 
 
 def ui_settings(folder: Path, assets: tuple[Path, Path]) -> Settings:
