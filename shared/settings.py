@@ -52,7 +52,7 @@ class Settings:
     secret_key: str = ""  # signs the web UI's session cookie (CSRF tokens); empty: a key kept in instance_dir
     api_url: str = "http://127.0.0.1:5000"
     batch_size: int = 500  # reviews per bulk task: ~1.5 s of work; the engine is 10 % slower at 250
-    engine_chunk_size: int = 2000
+    engine_chunk_size: int = 500  # reviews per engine call from a file: bounds memory (~300 MB peak)
     max_text_chars: int = 100_000  # one submitted review; the longest IMDB review has 13,704
     max_texts: int = 10_000  # reviews in one texts job
     explain_timeout: float = 10.0  # seconds POST /api/explain waits for a worker
@@ -78,7 +78,7 @@ class Settings:
             secret_key=env.get("SECRET_KEY", ""),
             api_url=env.get("RELEVANCE_API_URL") or "http://127.0.0.1:5000",
             batch_size=_env_number("BATCH_SIZE", 500, int),
-            engine_chunk_size=_env_number("ENGINE_CHUNK_SIZE", 2000, int),
+            engine_chunk_size=_env_number("ENGINE_CHUNK_SIZE", 500, int),
             max_text_chars=_env_number("MAX_TEXT_CHARS", 100_000, int),
             max_texts=_env_number("MAX_TEXTS", 10_000, int),
             explain_timeout=_env_number("EXPLAIN_TIMEOUT", 10.0, float),
