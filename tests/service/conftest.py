@@ -87,19 +87,25 @@ def assets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return write_model(root / "model.npz"), write_imdb_dir(root / "imdb", per_label=120)
 
 
-@pytest.fixture
-def sqlite_settings(tmp_path: Path, assets: tuple[Path, Path]) -> Iterator[Settings]:
-    """A migrated SQLite file of its own, with the fixture dataset imported (and an embedded Redis under its
-    instance folder once an app is made: stopped afterwards)."""
+def migrated_sqlite(folder: Path, assets: tuple[Path, Path], batch_size: int) -> Settings:
+    """Settings of a migrated SQLite file of its own in `folder`, with the assets' dataset imported."""
     model, imdb = assets
     settings = Settings(
         model_path=model,
         imdb_dir=imdb,
-        instance_dir=tmp_path / "instance",
-        database_url=f"sqlite:///{tmp_path / 'relevance.sqlite3'}",
-        batch_size=7,
+        instance_dir=folder / "instance",
+        database_url=f"sqlite:///{folder / 'relevance.sqlite3'}",
+        batch_size=batch_size,
     )
     prepare_database(settings)
+    return settings
+
+
+@pytest.fixture
+def sqlite_settings(tmp_path: Path, assets: tuple[Path, Path]) -> Iterator[Settings]:
+    """A migrated SQLite file of its own, with the fixture dataset imported (and an embedded Redis under its
+    instance folder once an app is made: stopped afterwards)."""
+    settings = migrated_sqlite(tmp_path, assets, batch_size=7)
     yield settings
     stop_embedded_redis(settings.instance_dir)
 

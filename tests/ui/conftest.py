@@ -27,7 +27,7 @@ from shared.imdb import read_split, split_path, word_index_path
 from shared.jobs import JobSpec, create_job, model_info, run_batch
 from shared.queue import stop_embedded_redis
 from shared.settings import DEFAULT_MODEL_PATH, Settings
-from tests.service.conftest import Service, prepare_database, start_service, stop_service
+from tests.service.conftest import Service, migrated_sqlite, start_service, stop_service
 
 REVIEW_STRIDE = 100  # every 100th real test review: 250 reviews, both labels, some longer than 400 tokens
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -53,16 +53,7 @@ def ui_assets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def ui_settings(folder: Path, assets: tuple[Path, Path]) -> Settings:
     """A migrated SQLite database of its own with the sample imported; embedded Redis."""
-    model, imdb = assets
-    settings = Settings(
-        model_path=model,
-        imdb_dir=imdb,
-        instance_dir=folder / "instance",
-        database_url=f"sqlite:///{folder / 'relevance.sqlite3'}",
-        batch_size=10,
-    )
-    prepare_database(settings)
-    return settings
+    return migrated_sqlite(folder, assets, batch_size=10)
 
 
 def run_job_here(settings: Settings, spec: JobSpec) -> int:
