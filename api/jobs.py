@@ -118,6 +118,19 @@ def query_int(
     return value
 
 
+def query_probability(name: str) -> float | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:  # also rejects nan
+        raise ApiError(400, "invalid_parameter", f"{name} must be a number between 0 and 1")
+    return value
+
+
 def query_bool(name: str) -> bool | None:
     raw = request.args.get(name)
     if raw is None or raw == "":
@@ -230,6 +243,8 @@ def explanations(job_id: int) -> Any:
         predicted_class=query_int("predicted_class"),
         correct=query_bool("correct"),
         word=request.args.get("word") or None,
+        min_confidence=query_probability("min_confidence"),
+        max_confidence=query_probability("max_confidence"),
     )
     sort = request.args.get("sort", "id")
     total, rows = list_explanations(db(), job_id, filters, sort, (page - 1) * per_page, per_page)

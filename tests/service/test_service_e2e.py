@@ -78,6 +78,15 @@ def test_dataset_job_end_to_end(service: Service) -> None:
     assert page["total"] == 50 and confidences == sorted(confidences, reverse=True)
     wrong = service.client.get(f"/api/jobs/{job_id}/explanations?correct=false&per_page=200").get_json()
     assert wrong["total"] == round(50 * (1 - job["accuracy"]))
+    everything = service.client.get(f"/api/jobs/{job_id}/explanations?per_page=200").get_json()["items"]
+    middle = service.client.get(f"/api/jobs/{job_id}/explanations?min_confidence=0.5&max_confidence=0.6")
+    in_range = sum(0.5 <= item["confidence"] <= 0.6 for item in everything)
+    assert 0 < middle.get_json()["total"] == in_range < len(everything)
+    assert all(0.5 <= item["confidence"] <= 0.6 for item in middle.get_json()["items"])
+    lengths = {r["id"]: len(r["token_ids"]) for r in records}
+    by_length = service.client.get(f"/api/jobs/{job_id}/explanations?sort=-tokens&per_page=200").get_json()
+    ordered = [lengths[item["review_id"]] for item in by_length["items"]]
+    assert ordered == sorted(lengths.values(), reverse=True) and len(set(ordered)) > 1
     by_word = service.client.get(f"/api/jobs/{job_id}/explanations?word=Plot&sort=-word").get_json()
     scores = [item["word_relevance"] for item in by_word["items"]]
     assert by_word["total"] > 0 and scores == sorted(scores, reverse=True)
