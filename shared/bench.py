@@ -19,13 +19,13 @@ import orjson
 from threadpoolctl import threadpool_limits
 
 from shared.engine import Engine, truncate
+from shared.explainer import METHODS
 from shared.imdb import read_split, word_index_path
 from shared.settings import PROJECT_ROOT, Settings
 from shared.tokenizer import Vocabulary
 from shared.weights import ModelWeights, load_weights
 
 REFERENCE_LOOP = PROJECT_ROOT / "tests" / "engine" / "reference_lstm.py"
-METHODS = ("lrp", "sa", "gi")
 
 
 @dataclass

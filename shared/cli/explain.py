@@ -16,13 +16,11 @@ import orjson
 from tqdm import tqdm
 
 from shared.engine import truncate
-from shared.explainer import ExplainedReview, Explainer, load_explainer
+from shared.explainer import METHODS, ExplainedReview, Explainer, load_explainer
 from shared.export import explanation_record, jsonl_line, review_record
 from shared.settings import Settings
 from shared.tokenizer import BREAK_TAG
 from shared.weights import WeightsError
-
-METHODS = ("lrp", "sa", "gi")
 
 
 def parse_target(value: str, class_names: Sequence[str]) -> int | None:
