@@ -70,5 +70,6 @@ class Vocabulary:
     def tokenize(self, text: str) -> Tokenized:
         spans = word_spans(text)
         words = [text[a:b].lower() for a, b in spans]
-        ids = [START_ID] + [self.word_id(w) for w in words]
+        lookup = self._ids.get
+        ids = [START_ID, *(lookup(w, OOV_ID) for w in words)]
         return Tokenized(token_ids=ids, tokens=[START_TOKEN, *words], spans=[(0, 0), *spans])
