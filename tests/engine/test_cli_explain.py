@@ -11,20 +11,8 @@ from click.testing import CliRunner
 
 from shared.cli import main
 from shared.cli.explain import colour
+from tests.service.test_service_e2e import RECORD_FIELDS  # the documented output format
 
-FIELDS = [
-    "id",
-    "tokens",
-    "token_ids",
-    "spans",
-    "logits",
-    "probabilities",
-    "predicted_class",
-    "target_class",
-    "relevance",
-    "lrp_rest",
-    "truncated",
-]
 BACKGROUND = re.compile(r"\x1b\[48;2;(\d+);(\d+);(\d+)m")
 
 
@@ -73,7 +61,7 @@ def test_jsonl_in_and_out_with_bad_lines_named(tmp_path: Path) -> None:
     records = [orjson.loads(line) for line in output.read_bytes().splitlines()]
     assert [r["id"] for r in records] == ["a", 7, "d"]
     for r in records:
-        assert list(r) == FIELDS
+        assert list(r) == RECORD_FIELDS
         n = len(r["token_ids"])
         assert len(r["tokens"]) == n and all(len(r["relevance"][m]) == n for m in ("lrp", "sa", "gi"))
         assert abs(sum(r["probabilities"]) - 1) < 1e-5
