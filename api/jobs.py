@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import ApiError
-from shared.browse import ExplanationFilter, list_explanations
+from shared.browse import ExplanationFilter, list_explanations, parse_probability
 from shared.explainer import METHODS
 from shared.export import csv_lines, jsonl_line, jsonl_lines, row_record
 from shared.jobs import (
@@ -119,16 +119,10 @@ def query_int(
 
 
 def query_probability(name: str) -> float | None:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return None
     try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not 0.0 <= value <= 1.0:  # also rejects nan
-        raise ApiError(400, "invalid_parameter", f"{name} must be a number between 0 and 1")
-    return value
+        return parse_probability(name, request.args.get(name))
+    except ValueError as exc:
+        raise ApiError(400, "invalid_parameter", str(exc)) from exc
 
 
 def query_bool(name: str) -> bool | None:

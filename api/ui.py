@@ -44,6 +44,7 @@ from shared.browse import (
     confusion,
     list_explanations,
     neighbours,
+    parse_probability,
     preview_sources,
 )
 from shared.db import session_factory
@@ -230,16 +231,10 @@ def explain_text() -> Redirect:
 
 
 def _float_param(name: str) -> float | None:
-    raw = request.args.get(name, "").strip()
-    if not raw:
-        return None
     try:
-        value = float(raw)
-    except ValueError:
-        abort(400, f"{name} must be a number between 0 and 1")
-    if not 0.0 <= value <= 1.0:
-        abort(400, f"{name} must be a number between 0 and 1")
-    return value
+        return parse_probability(name, request.args.get(name))
+    except ValueError as exc:
+        abort(400, str(exc))
 
 
 def _listing() -> tuple[ExplanationFilter, str]:

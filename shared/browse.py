@@ -30,6 +30,19 @@ SUMMARY_COLUMNS = (
 )
 
 
+def parse_probability(name: str, raw: str | None) -> float | None:
+    """A confidence bound from a query string: None when absent, ValueError unless a number in [0, 1]."""
+    if raw is None or not raw.strip():
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:  # also rejects nan
+        raise ValueError(f"{name} must be a number between 0 and 1")
+    return value
+
+
 @dataclass(frozen=True)
 class ExplanationFilter:
     """Which rows: by true or predicted class, right or wrong, confidence range (probability of the predicted
