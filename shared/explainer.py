@@ -61,20 +61,32 @@ class Explainer:
             except Exception as exc:
                 read.append(f"tokenizer: {type(exc).__name__}: {exc}")
         good = [r for r in read if not isinstance(r, str)]
-        try:
-            explained = iter(self.engine.explain([t.token_ids for t, _ in good], [target] * len(good)))
-        except Exception:
-            return [r if isinstance(r, str) else self._explain_one(*r, target) for r in read]
-        return [r if isinstance(r, str) else ExplainedReview(r[0], next(explained), r[1]) for r in read]
+        explained = iter(self.explain_ids([t.token_ids for t, _ in good], target))
+        results: list[ExplainedReview | str] = []
+        for r in read:
+            if isinstance(r, str):
+                results.append(r)
+                continue
+            result = next(explained)
+            results.append(result if isinstance(result, str) else ExplainedReview(r[0], result, r[1]))
+        return results
 
-    def _explain_one(
-        self, tokenized: Tokenized, truncated: bool, target: int | None
-    ) -> ExplainedReview | str:
+    def explain_ids(
+        self, sequences: Sequence[Sequence[int]], target: int | None = None
+    ) -> list[Explanation | str]:
+        """One result per token-id sequence, in one engine call; if that call fails, each sequence alone,
+        so a bad one yields its reason (a message) and the others their explanations."""
         try:
-            (explanation,) = self.engine.explain([tokenized.token_ids], [target])
+            return list(self.engine.explain(sequences, [target] * len(sequences)))
+        except Exception:
+            return [self._explain_one(ids, target) for ids in sequences]
+
+    def _explain_one(self, ids: Sequence[int], target: int | None) -> Explanation | str:
+        try:
+            (explanation,) = self.engine.explain([ids], [target])
         except Exception as exc:
             return f"engine: {type(exc).__name__}: {exc}"
-        return ExplainedReview(tokenized, explanation, truncated)
+        return explanation
 
 
 @functools.cache

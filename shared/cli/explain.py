@@ -102,7 +102,13 @@ def explain_chunk(explainer: Explainer, chunk: list[InputLine], target: int | No
     texts = [line for line in chunk if line.text is not None]
     reviews = explainer.explain([t.text or "" for t in texts], target)
     explained = {id(line): review for line, review in zip(texts, reviews, strict=True)}
-    weights, vocab, engine = explainer.weights, explainer.vocabulary, explainer.engine
+    weights, vocab = explainer.weights, explainer.vocabulary
+    id_lines = [line for line in chunk if line.error is None and line.text is None]
+    cut = [truncate(line.token_ids or [], weights.max_length, weights.keep) for line in id_lines]
+    by_ids = explainer.explain_ids([ids for ids, _ in cut], target)
+    from_ids = {
+        id(line): (ids, was_cut, e) for line, (ids, was_cut), e in zip(id_lines, cut, by_ids, strict=True)
+    }
     for line in chunk:
         if line.error is not None:
             results.append(line.error)
@@ -112,13 +118,10 @@ def explain_chunk(explainer: Explainer, chunk: list[InputLine], target: int | No
                 review if isinstance(review, str) else jsonl_line(review_record(line.review_id, review))
             )
         else:
-            ids, cut = truncate(line.token_ids or [], weights.max_length, weights.keep)
-            try:
-                (e,) = engine.explain([ids], [target])
-            except ValueError as exc:
-                results.append(str(exc).replace("sequence 0", "token_ids"))
+            ids, was_cut, e = from_ids[id(line)]
+            if isinstance(e, str):
+                results.append(e.replace("sequence 0", "token_ids"))
                 continue
-            relevance = {m: getattr(e, m) for m in METHODS}
             rec = explanation_record(
                 line.review_id,
                 [vocab.word(i) for i in ids],
@@ -128,9 +131,9 @@ def explain_chunk(explainer: Explainer, chunk: list[InputLine], target: int | No
                 e.probabilities,
                 e.predicted_class,
                 e.target_class,
-                relevance,
+                {m: getattr(e, m) for m in METHODS},
                 e.lrp_rest,
-                cut,
+                was_cut,
             )
             results.append(jsonl_line(rec))
     return results
