@@ -28,7 +28,7 @@ lint: install ## ruff and strict mypy
 	$(BIN)/mypy
 
 bench: install ## engine benchmark: reviews/s, ratio to the plain loop, 25k seconds, peak memory
-	$(BIN)/relevance bench
+	$(BIN)/python -m scripts.bench_engine $(BENCH_ARGS)
 
 bench-ui: install ## web page times (p50/p95 per page) with 25,000 stored explanations on PostgreSQL
 	$(BIN)/python -m scripts.bench_ui

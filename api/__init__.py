@@ -8,9 +8,9 @@ from typing import Any
 from flask import Flask, g
 
 from api import errors, jobs, ui
-from shared.db import session_factory
-from shared.queue import make_celery
+from shared.jobs.queue import make_celery
 from shared.settings import Settings
+from shared.store.db import session_factory
 
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
 

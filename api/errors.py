@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from shared.jobs import ConflictError, JobRequestError, NotFoundError
+from shared.jobs.lifecycle import ConflictError, JobRequestError, NotFoundError
 
 
 class ApiError(Exception):

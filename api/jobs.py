@@ -14,10 +14,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import ApiError
-from shared.browse import ExplanationFilter, list_explanations, parse_probability
-from shared.explainer import METHODS
-from shared.export import csv_lines, jsonl_line, jsonl_lines, row_record
-from shared.jobs import (
+from shared.jobs.browse import ExplanationFilter, list_explanations, parse_probability
+from shared.jobs.export import csv_lines, jsonl_line, jsonl_lines, row_record
+from shared.jobs.lifecycle import (
     PREDICTED,
     JobSpec,
     ModelInfo,
@@ -31,10 +30,11 @@ from shared.jobs import (
     model_info,
     progress,
 )
-from shared.models import Dataset, Explanation, Job, Review
-from shared.queue import BULK_QUEUE, EXPLAIN_BATCH, EXPLAIN_TEXT, INTERACTIVE_QUEUE
+from shared.jobs.queue import BULK_QUEUE, EXPLAIN_BATCH, EXPLAIN_TEXT, INTERACTIVE_QUEUE
+from shared.relevance.methods import METHODS
+from shared.relevance.weights import WeightsError
 from shared.settings import Settings
-from shared.weights import WeightsError
+from shared.store.models import Dataset, Explanation, Job, Review
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 OPENAPI = Path(__file__).with_name("openapi.json")

@@ -1,8 +1,9 @@
 """The web UI: server-rendered pages over the job service's tables (jobs, one job, one review, words).
 
-Safety: Jinja escapes every value, heatmaps are built from escaped tokens only (shared.heatmap), every page
-is sent with a Content-Security-Policy that allows no inline script or style, forms carry a CSRF token
-(Flask-WTF's signed token, checked for every POST of this blueprint), and unknown ids give a 404 page.
+Safety: Jinja escapes every value, heatmaps are built from escaped tokens only (shared.render.heatmap),
+every page is sent with a Content-Security-Policy that allows no inline script or style, forms carry a
+CSRF token (Flask-WTF's signed token, checked for every POST of this blueprint), and unknown ids
+give a 404 page.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from wtforms import ValidationError
 
 from api.errors import ApiError, error_response
 from api.jobs import db, query_bool, query_int, settings, start_job, the_model
-from shared.browse import (
+from shared.jobs.browse import (
     SORTS,
     ExplanationFilter,
     WordLookup,
@@ -47,13 +48,13 @@ from shared.browse import (
     parse_probability,
     preview_sources,
 )
-from shared.db import session_factory
-from shared.explainer import METHODS
-from shared.heatmap import render_heatmap, shade_stylesheet
-from shared.jobs import JobRequestError, JobSpec, NotFoundError, get_job, progress
-from shared.models import FINISHED, Dataset, Explanation, Job, JobStatus, Review
-from shared.queue import INTERACTIVE_QUEUE
-from shared.word_stats import WordStats, cache_key, chart_png, job_word_stats
+from shared.jobs.lifecycle import JobRequestError, JobSpec, NotFoundError, get_job, progress
+from shared.jobs.queue import INTERACTIVE_QUEUE
+from shared.jobs.word_stats import WordStats, cache_key, chart_png, job_word_stats
+from shared.relevance.methods import BY_KEY, METHODS
+from shared.render.heatmap import render_heatmap, shade_stylesheet
+from shared.store.db import session_factory
+from shared.store.models import FINISHED, Dataset, Explanation, Job, JobStatus, Review
 
 bp = Blueprint("ui", __name__)
 
@@ -92,8 +93,6 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
 }
-METHOD_NAMES = {"lrp": "LRP", "sa": "SA", "gi": "GI"}
-ONE_SIDED = ("sa",)  # methods without a sign: a one-sided colour scale
 
 
 def register(app: Flask) -> None:
@@ -380,9 +379,9 @@ def review(job_id: int, review_id: str) -> Any:
             if values is None:
                 continue
             scale = stats.scales[method] if stats else float(abs(values).max(initial=0.0))
-            one_sided = method in ONE_SIDED
+            one_sided = not BY_KEY[method].signed
             html = render_heatmap(text, spans, values, bool(row.truncated), scale, one_sided, classes=True)
-            views.append(MethodView(method, METHOD_NAMES[method], html, scale, one_sided))
+            views.append(MethodView(method, BY_KEY[method].label, html, scale, one_sided))
     lrp_words = float(row.lrp.sum()) if row.lrp is not None else None
     return render_template(
         "review.html",
@@ -434,7 +433,7 @@ def words(job_id: int) -> str:
         job=current,
         stats=stats,
         rankings=rankings,
-        names=METHOD_NAMES,
+        names={m: BY_KEY[m].label for m in METHODS},
         min_count=min_count,
         min_counts=MIN_COUNTS,
     )

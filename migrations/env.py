@@ -6,9 +6,9 @@ from logging.config import fileConfig
 
 from alembic import context
 
-from shared.db import make_engine
-from shared.models import Base
 from shared.settings import Settings
+from shared.store.db import make_engine
+from shared.store.models import Base
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

@@ -19,10 +19,10 @@ from threadpoolctl import threadpool_limits
 
 from scripts.stack import Stack, child_env, start_service, stop_on_sigterm
 from shared.cli.jobs import Api
-from shared.datasets import dataset_name, find_split, import_reviews
-from shared.db import migrate, session_factory
-from shared.explainer import load_explainer
+from shared.relevance.explainer import load_explainer
 from shared.settings import Settings, sqlalchemy_url
+from shared.store.datasets import dataset_name, find_split, import_reviews
+from shared.store.db import migrate, session_factory
 
 SAMPLE_TEXT = "This film was a waste of time, although the actors did their best.<br /><br />Two stars."
 

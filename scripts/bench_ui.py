@@ -23,13 +23,13 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import create_app
-from shared.datasets import dataset_name, find_split, import_reviews
-from shared.db import migrate, session_factory
-from shared.explainer import load_explainer
-from shared.jobs import JobSpec, create_job, model_info, run_batch
-from shared.models import Explanation, Job, JobStatus
+from shared.jobs.lifecycle import JobSpec, create_job, model_info, run_batch
+from shared.jobs.word_stats import job_word_stats
+from shared.relevance.explainer import load_explainer
 from shared.settings import Settings
-from shared.word_stats import job_word_stats
+from shared.store.datasets import dataset_name, find_split, import_reviews
+from shared.store.db import migrate, session_factory
+from shared.store.models import Explanation, Job, JobStatus
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DATABASE = "relevance_bench_ui"

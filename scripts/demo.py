@@ -13,10 +13,10 @@ from pathlib import Path
 
 from scripts.stack import Stack, child_env, start_service, stop_on_sigterm
 from shared.cli.jobs import Api, describe, follow
-from shared.db import migrate, session_factory
-from shared.models import Dataset
-from shared.queue import broker_url, stop_embedded_redis
+from shared.jobs.queue import broker_url, stop_embedded_redis
 from shared.settings import Settings
+from shared.store.db import migrate, session_factory
+from shared.store.models import Dataset
 
 
 def ensure_imported(settings: Settings) -> None:

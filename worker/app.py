@@ -7,8 +7,8 @@ from typing import Any
 from celery.signals import worker_process_init
 from threadpoolctl import threadpool_limits
 
-from shared.explainer import Explainer, load_explainer
-from shared.queue import make_celery
+from shared.jobs.queue import make_celery
+from shared.relevance.explainer import Explainer, load_explainer
 from shared.settings import Settings
 
 settings = Settings.from_env()

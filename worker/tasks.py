@@ -6,12 +6,12 @@ from typing import Any, cast
 
 import orjson
 
-from shared.db import session_factory
-from shared.export import jsonl_line, review_record
-from shared.heatmap import render_heatmap
-from shared.jobs import check_text_sizes, fail_job, parse_target, run_batch
-from shared.queue import EXPLAIN_BATCH, EXPLAIN_TEXT
-from shared.word_stats import prepare_when_finished
+from shared.jobs.export import jsonl_line, review_record
+from shared.jobs.lifecycle import check_text_sizes, fail_job, parse_target, run_batch
+from shared.jobs.queue import EXPLAIN_BATCH, EXPLAIN_TEXT
+from shared.jobs.word_stats import prepare_when_finished
+from shared.render.heatmap import render_heatmap
+from shared.store.db import session_factory
 from worker.app import app, explainer, settings
 
 

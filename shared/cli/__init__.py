@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from shared.cli.bench import bench
 from shared.cli.data import import_imdb
 from shared.cli.explain import explain
 from shared.cli.jobs import export, status, submit
@@ -18,7 +17,6 @@ def main() -> None:
 
 main.add_command(explain)
 main.add_command(train)
-main.add_command(bench)
 main.add_command(import_imdb)
 main.add_command(submit)
 main.add_command(status)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 from tqdm import tqdm
 
-from shared.datasets import (
+from shared.settings import Settings
+from shared.store.datasets import (
     ARCHIVE_NAME,
     DataNotFoundError,
     DownloadError,
@@ -15,9 +16,8 @@ from shared.datasets import (
     find_split,
     import_reviews,
 )
-from shared.db import session_factory
-from shared.imdb import SPLITS
-from shared.settings import Settings
+from shared.store.db import session_factory
+from shared.store.imdb import SPLITS
 
 
 def _download(settings: Settings) -> None:

@@ -15,12 +15,13 @@ import numpy as np
 import orjson
 from tqdm import tqdm
 
-from shared.engine import truncate
-from shared.explainer import METHODS, ExplainedReview, Explainer, load_explainer
-from shared.export import explanation_record, jsonl_line, review_record
+from shared.jobs.export import explanation_record, jsonl_line, review_record
+from shared.relevance.engine import truncate
+from shared.relevance.explainer import ExplainedReview, Explainer, load_explainer
+from shared.relevance.methods import METHODS
+from shared.relevance.tokenizer import BREAK_TAG
+from shared.relevance.weights import WeightsError
 from shared.settings import Settings
-from shared.tokenizer import BREAK_TAG
-from shared.weights import WeightsError
 
 
 def parse_target(value: str, class_names: Sequence[str]) -> int | None:

@@ -10,9 +10,9 @@ import click
 import requests
 from tqdm import tqdm
 
-from shared.explainer import METHODS
-from shared.models import FINISHED
+from shared.relevance.methods import METHODS
 from shared.settings import Settings
+from shared.store.models import FINISHED
 
 POLL_SECONDS = 0.5
 

@@ -48,7 +48,7 @@ def train(
 ) -> None:
     """Train Embedding -> LSTM -> Dense on the IMDB train split, report test accuracy, export weights."""
     try:
-        from shared import training  # TensorFlow is loaded only here, and only for this command
+        from shared.relevance import training  # TensorFlow is loaded only here, and only for this command
     except ImportError as exc:
         raise click.ClickException(f"training needs TensorFlow: pip install -e '.[train]' ({exc})") from exc
     settings = Settings.from_env()

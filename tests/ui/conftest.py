@@ -21,13 +21,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.serving import make_server
 
 from api import create_app
-from shared.db import session_factory
-from shared.explainer import load_explainer
-from shared.imdb import read_split, split_path, word_index_path
-from shared.jobs import JobSpec, create_job, model_info, run_batch
-from shared.queue import stop_embedded_redis
+from shared.jobs.lifecycle import JobSpec, create_job, model_info, run_batch
+from shared.jobs.queue import stop_embedded_redis
+from shared.relevance.explainer import load_explainer
 from shared.settings import DEFAULT_MODEL_PATH, Settings
-from tests.service.conftest import Service, migrated_sqlite, start_service, stop_service
+from shared.store.db import session_factory
+from shared.store.imdb import read_split, split_path, word_index_path
+from tests.helpers.service import Service, migrated_sqlite, start_service, stop_service
 
 REVIEW_STRIDE = 100  # every 100th real test review: 250 reviews, both labels, some longer than 400 tokens
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')

@@ -18,12 +18,12 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
-from shared.db import session_factory
-from shared.jobs import JobSpec
-from shared.models import Explanation, Job
-from shared.queue import BULK_QUEUE
+from shared.jobs.lifecycle import JobSpec
+from shared.jobs.queue import BULK_QUEUE
+from shared.jobs.word_stats import CACHE_FOLDER
 from shared.settings import PROJECT_ROOT
-from shared.word_stats import CACHE_FOLDER
+from shared.store.db import session_factory
+from shared.store.models import Explanation, Job
 from tests.ui.conftest import LiveSite, run_job_here
 
 CHROMIUM = "/usr/bin/chromium"

@@ -13,10 +13,10 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from shared.browse import ExplanationFilter, list_explanations, neighbours
-from shared.jobs import JobSpec
-from shared.models import Explanation, Job, Review
-from shared.word_stats import CACHE_FOLDER, job_word_stats
+from shared.jobs.browse import ExplanationFilter, list_explanations, neighbours
+from shared.jobs.lifecycle import JobSpec
+from shared.jobs.word_stats import CACHE_FOLDER, job_word_stats
+from shared.store.models import Explanation, Job, Review
 from tests.ui.conftest import Site, csrf_token, run_job_here
 
 REVIEW_LINK = re.compile(r'href="/jobs/\d+/reviews/([^"?]+)[^"]*"')
@@ -248,8 +248,8 @@ def test_words_page_tables_and_cached_charts(
     # Computed once: a second view reads the cache, even if computing would now fail.
     cached = list((site.settings.instance_dir / CACHE_FOLDER).glob("*"))
     assert any(p.suffix == ".npz" for p in cached) and any(p.suffix == ".png" for p in cached)
-    monkeypatch.setattr("shared.word_stats.compute", lambda *_: pytest.fail("recomputed"))
-    monkeypatch.setattr("shared.word_stats._bar_chart", lambda *_: pytest.fail("redrawn"))
+    monkeypatch.setattr("shared.jobs.word_stats.compute", lambda *_: pytest.fail("recomputed"))
+    monkeypatch.setattr("shared.jobs.word_stats._bar_chart", lambda *_: pytest.fail("redrawn"))
     page(client, f"/jobs/{site.job_id}/words?min_count=5")
     assert client.get(f"/jobs/{site.job_id}/words/lrp.png?min_count=5").status_code == 200
 

@@ -1,0 +1,310 @@
+"""Jobs: creating them, running one batch (the pure function behind the worker task), cancelling, progress.
+
+A bulk job is split into batches of review ids. Each batch explains its reviews, then in ONE transaction
+inserts its rows (ON CONFLICT (job_id, review_id) DO NOTHING, so a redelivered batch adds nothing) and
+bumps the job's counters by the rows it really inserted; the transaction that brings done + failed to the
+total marks the job succeeded. Cancelling sets the status, which every batch checks before it starts.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.relevance.explainer import ExplainedReview, Explainer
+from shared.relevance.methods import METHODS
+from shared.relevance.weights import load_weights
+from shared.render.heatmap import render_heatmap
+from shared.store.db import chunked, insert_for
+from shared.store.models import FINISHED, Dataset, Explanation, Job, JobStatus, Review, utcnow
+
+PREDICTED = "predicted"
+
+
+class JobRequestError(ValueError):
+    """A job or review that cannot be: `code` is a short machine-readable reason."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class NotFoundError(JobRequestError):
+    """No such job, dataset or explanation."""
+
+
+class ConflictError(JobRequestError):
+    """The job is not in a state that allows this."""
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What to explain: a dataset (optionally its first `limit` reviews) or the given texts."""
+
+    dataset: str | None = None
+    texts: tuple[str, ...] | None = None
+    limit: int | None = None
+    methods: tuple[str, ...] = METHODS
+    target: str = PREDICTED  # "predicted" or a class index
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    checksum: str
+    class_names: tuple[str, ...]
+
+
+@functools.cache
+def model_info(model_path: Path) -> ModelInfo:
+    """The checksum and classes of the model file the workers will load (read once per process)."""
+    weights = load_weights(model_path)
+    return ModelInfo(weights.checksum, tuple(weights.class_names))
+
+
+def parse_target(target: str) -> int | None:
+    return None if target == PREDICTED else int(target)
+
+
+def check_spec(spec: JobSpec, info: ModelInfo, max_texts: int, max_text_chars: int) -> None:
+    """Raise JobRequestError for anything the workers could not do."""
+    if (spec.dataset is None) == (spec.texts is None):
+        raise JobRequestError("invalid_request", 'give exactly one of "dataset" and "texts"')
+    if (
+        not spec.methods
+        or any(m not in METHODS for m in spec.methods)
+        or len(set(spec.methods)) != len(spec.methods)
+    ):
+        raise JobRequestError("invalid_methods", f"methods must be distinct names from {list(METHODS)}")
+    check_target(spec.target, info)
+    if spec.limit is not None and spec.limit < 1:
+        raise JobRequestError("invalid_limit", "limit must be a positive integer")
+    if spec.texts is not None:
+        if not spec.texts:
+            raise JobRequestError("invalid_texts", "texts must not be empty")
+        if len(spec.texts) > max_texts:
+            raise JobRequestError("too_many_texts", f"at most {max_texts} texts per job")
+        check_text_sizes(spec.texts, max_text_chars)
+
+
+def check_target(target: str, info: ModelInfo) -> None:
+    classes = [str(c) for c in range(len(info.class_names))]
+    if target != PREDICTED and target not in classes:
+        raise JobRequestError("invalid_target", f'target must be "{PREDICTED}" or one of {classes}')
+
+
+def check_text_sizes(texts: Sequence[str], max_text_chars: int) -> None:
+    for number, text in enumerate(texts):
+        if not text.strip():
+            raise JobRequestError("empty_text", f"text {number} is empty")
+        if len(text) > max_text_chars:
+            raise JobRequestError(
+                "text_too_long", f"text {number} is longer than {max_text_chars} characters"
+            )
+
+
+def create_job(
+    session: Session, spec: JobSpec, info: ModelInfo, batch_size: int, max_texts: int, max_text_chars: int
+) -> tuple[Job, list[list[str]]]:
+    """Add the job (and a texts job's reviews) to the session; returns it with its batches of review ids.
+    The caller commits, then enqueues one task per batch."""
+    check_spec(spec, info, max_texts, max_text_chars)
+    job = Job(
+        kind="dataset" if spec.dataset is not None else "texts",
+        dataset=spec.dataset,
+        review_limit=spec.limit,
+        target=spec.target,
+        methods=",".join(spec.methods),
+        status=JobStatus.QUEUED,
+        total=0,
+        batch_size=batch_size,
+        model_checksum=info.checksum,
+    )
+    if spec.dataset is not None:
+        if session.get(Dataset, spec.dataset) is None:
+            raise JobRequestError(
+                "unknown_dataset", f"no dataset {spec.dataset!r}; run `relevance import-imdb`"
+            )
+        query = select(Review.id).where(Review.dataset == spec.dataset).order_by(Review.id).limit(spec.limit)
+        review_ids = list(session.scalars(query))
+        session.add(job)
+        session.flush()
+    else:
+        assert spec.texts is not None  # check_spec: exactly one of dataset and texts
+        session.add(job)
+        session.flush()  # the job id names its reviews
+        review_ids = [f"texts/{job.id}/{n}" for n in range(len(spec.texts))]
+        session.execute(
+            insert_for(session)(Review),
+            [
+                {"id": i, "dataset": None, "label": None, "rating": None, "text": t}
+                for i, t in zip(review_ids, spec.texts, strict=True)
+            ],
+        )
+    job.total = len(review_ids)
+    if not review_ids:
+        raise JobRequestError("empty_dataset", f"dataset {spec.dataset!r} has no reviews")
+    return job, list(chunked(review_ids, batch_size))
+
+
+def fail_job(session_factory: sessionmaker[Session], job_id: int, message: str) -> None:
+    """Mark a job failed (unless it already finished) with the reason."""
+    with session_factory.begin() as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status.not_in(FINISHED))
+            .values(status=JobStatus.FAILED, error=message[:2000], finished_at=utcnow())
+        )
+
+
+def cancel_job(session: Session, job_id: int) -> Job:
+    """Stop a queued or running job: batches not yet started skip their work; finished rows stay."""
+    job = get_job(session, job_id)
+    if job.status in FINISHED:
+        raise ConflictError("job_finished", f"job {job_id} is already {job.status}")
+    job.status = JobStatus.CANCELLED
+    job.finished_at = utcnow()
+    session.commit()
+    return job
+
+
+def get_job(session: Session, job_id: int) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFoundError("job_not_found", f"no job {job_id}")
+    return job
+
+
+def explanation_values(
+    job_id: int,
+    review_id: str,
+    label: int | None,
+    text: str,
+    result: ExplainedReview | str,
+    methods: list[str],
+) -> dict[str, Any]:
+    """The row of one explained (or failed) review; the stored heatmap shows the first method (LRP)."""
+    row: dict[str, Any] = {c.name: None for c in Explanation.__table__.columns}
+    row.update(job_id=job_id, review_id=review_id, true_class=label)
+    if isinstance(result, str):
+        row["error"] = result
+        return row
+    e, t = result.explanation, result.tokenized
+    row.update(
+        predicted_class=e.predicted_class,
+        target_class=e.target_class,
+        confidence=float(e.probabilities[e.predicted_class]),
+        logits=e.logits,
+        probabilities=e.probabilities,
+        token_ids=np.asarray(t.token_ids),
+        tokens="\n".join(t.tokens),
+        spans=np.asarray(t.spans).reshape(-1),
+        lrp_rest=e.lrp_rest,
+        truncated=result.truncated,
+    )
+    for method in methods:
+        row[method] = getattr(e, method)
+    # Stylesheet classes, not inline colours: pages under a strict Content-Security-Policy can show it.
+    values = getattr(e, methods[0])
+    row["heatmap_html"] = str(render_heatmap(text, t.spans, values, result.truncated, classes=True))
+    return row
+
+
+def run_batch(
+    session_factory: sessionmaker[Session], explainer: Explainer, job_id: int, review_ids: Sequence[str]
+) -> str:
+    """Explain and store one batch of a job; safe to run twice. Returns what happened, for the worker log."""
+    with session_factory() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.status in FINISHED:
+            return f"skipped: job {job_id} is {'gone' if job is None else job.status}"
+        if job.model_checksum != explainer.weights.checksum:
+            message = (
+                f"worker model {explainer.weights.checksum[:12]} is not the job's {job.model_checksum[:12]}"
+            )
+            fail_job(session_factory, job_id, message)
+            return f"failed: {message}"
+        methods, target = job.method_list, parse_target(job.target)
+        if job.status == JobStatus.QUEUED:
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+                .values(status=JobStatus.RUNNING, started_at=utcnow())
+            )
+            session.commit()
+        reviews = session.execute(
+            select(Review.id, Review.text, Review.label).where(Review.id.in_(review_ids)).order_by(Review.id)
+        ).all()
+
+    started = time.perf_counter()
+    results = explainer.explain([r.text for r in reviews], target)
+    explained = time.perf_counter()
+    rows = [
+        explanation_values(job_id, r.id, r.label, r.text, result, methods)
+        for r, result in zip(reviews, results, strict=True)
+    ]
+    rendered = time.perf_counter()
+
+    with session_factory.begin() as session:
+        # executemany ("insertmanyvalues"): one cached statement; returns the rows it really inserted.
+        statement = (
+            insert_for(session)(Explanation)
+            .on_conflict_do_nothing(index_elements=["job_id", "review_id"])
+            .returning(Explanation.error, Explanation.predicted_class, Explanation.true_class)
+        )
+        inserted = session.execute(statement, rows).all()
+        written = time.perf_counter()
+        ok = [r for r in inserted if r.error is None]
+        labelled = [r for r in ok if r.true_class is not None]
+        counters = session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(
+                done=Job.done + len(ok),
+                failed=Job.failed + len(inserted) - len(ok),
+                labelled=Job.labelled + len(labelled),
+                correct=Job.correct + sum(r.predicted_class == r.true_class for r in labelled),
+                engine_seconds=Job.engine_seconds + (explained - started),
+                render_seconds=Job.render_seconds + (rendered - explained),
+                write_seconds=Job.write_seconds + (written - rendered),
+            )
+            .returning(Job.done, Job.failed, Job.total, Job.status)
+        ).one()
+        if counters.done + counters.failed >= counters.total and counters.status not in FINISHED:
+            session.execute(
+                update(Job).where(Job.id == job_id).values(status=JobStatus.SUCCEEDED, finished_at=utcnow())
+            )
+    return f"stored {len(inserted)} of {len(rows)} rows ({len(inserted) - len(ok)} failed)"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a job is and how fast it goes."""
+
+    percent: float
+    elapsed_seconds: float | None
+    reviews_per_second: float | None
+    eta_seconds: float | None
+    accuracy: float | None
+
+
+def progress(job: Job, now: datetime | None = None) -> Progress:
+    processed = job.done + job.failed
+    percent = 100.0 * processed / job.total if job.total else 100.0
+    accuracy = job.correct / job.labelled if job.labelled else None
+    if job.started_at is None:
+        return Progress(percent, None, None, None, accuracy)
+    end = job.finished_at or now or utcnow()
+    elapsed = max((end - job.started_at).total_seconds(), 1e-9)
+    rate = processed / elapsed
+    eta = (job.total - processed) / rate if rate > 0 and job.status not in FINISHED else None
+    return Progress(percent, elapsed, rate, eta, accuracy)

@@ -1,0 +1,91 @@
+"""The batch function the worker task calls (a failing review, a redone batch) and the migrations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import select
+
+from shared.jobs.lifecycle import JobSpec, create_job, model_info, run_batch
+from shared.relevance.explainer import Explainer
+from shared.relevance.tokenizer import Vocabulary
+from shared.relevance.weights import load_weights
+from shared.settings import PROJECT_ROOT
+from shared.store.db import migrate, session_factory
+from shared.store.models import Explanation, Job
+from tests.helpers.service import reset_postgres, write_model
+
+
+def test_a_failing_review_is_recorded_with_its_reason_and_the_job_goes_on(tmp_path: Path) -> None:
+    # A real mismatch, no mock: the vocabulary yields id 103 for "zebra", the model only knows ids < 50.
+    model = write_model(tmp_path / "small.npz", vocab=50)
+    explainer = Explainer(load_weights(model), Vocabulary({"good": 1, "zebra": 100}, 10_000))
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    migrate(url)
+    sessions = session_factory(url)
+    with sessions() as session:
+        spec = JobSpec(texts=("good good", "a zebra", "good"))
+        job, batches = create_job(session, spec, model_info(model), 10, 10, 1000)
+        session.commit()
+    assert batches == [[f"texts/{job.id}/{n}" for n in range(3)]]
+
+    assert run_batch(sessions, explainer, job.id, batches[0]) == "stored 3 of 3 rows (1 failed)"
+    assert run_batch(sessions, explainer, job.id, batches[0]).startswith("skipped")  # the job is done
+    with sessions() as session:
+        stored = session.get_one(Job, job.id)
+        assert (stored.status, stored.done, stored.failed) == ("succeeded", 2, 1)
+        rows = {r.review_id: r for r in session.scalars(select(Explanation))}
+    failed = rows[f"texts/{job.id}/1"]
+    assert failed.error is not None and "outside" in failed.error and failed.lrp is None
+    assert rows[f"texts/{job.id}/0"].error is None and rows[f"texts/{job.id}/0"].lrp is not None
+
+
+def test_a_batch_redone_while_the_job_runs_adds_nothing(tmp_path: Path) -> None:
+    model = write_model(tmp_path / "model.npz")
+    explainer = Explainer(load_weights(model), Vocabulary({"good": 1}, 10_000))
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    migrate(url)
+    sessions = session_factory(url)
+    with sessions() as session:
+        job, batches = create_job(session, JobSpec(texts=("good",) * 5), model_info(model), 2, 10, 1000)
+        session.commit()
+    assert run_batch(sessions, explainer, job.id, batches[0]) == "stored 2 of 2 rows (0 failed)"
+    assert run_batch(sessions, explainer, job.id, batches[0]) == "stored 0 of 2 rows (0 failed)"
+    with sessions() as session:
+        stored = session.get_one(Job, job.id)
+        assert (stored.status, stored.done) == ("running", 2)
+
+
+def test_a_worker_with_another_model_fails_the_job(tmp_path: Path) -> None:
+    model, other = write_model(tmp_path / "a.npz", seed=1), write_model(tmp_path / "b.npz", seed=2)
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    migrate(url)
+    sessions = session_factory(url)
+    with sessions() as session:
+        job, batches = create_job(session, JobSpec(texts=("good",)), model_info(model), 2, 10, 1000)
+        session.commit()
+    explainer = Explainer(load_weights(other), Vocabulary({}, 10_000))
+    assert run_batch(sessions, explainer, job.id, batches[0]).startswith("failed")
+    with sessions() as session:
+        stored = session.get_one(Job, job.id)
+        assert stored.status == "failed" and stored.error is not None and "model" in stored.error
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_migrations_up_down_and_check(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+        reset_postgres(url)
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.attributes["database_url"] = url
+    config.attributes["configure_logger"] = False
+    command.upgrade(config, "head")
+    command.check(config)  # the models and the migrations agree (raises otherwise)
+    command.downgrade(config, "base")
+    command.upgrade(config, "head")
+    command.check(config)
