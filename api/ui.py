@@ -52,7 +52,8 @@ from shared.jobs.lifecycle import JobRequestError, JobSpec, NotFoundError, get_j
 from shared.jobs.queue import INTERACTIVE_QUEUE
 from shared.jobs.word_stats import WordStats, cache_key, chart_png, job_word_stats
 from shared.relevance.methods import BY_KEY, METHODS
-from shared.render.heatmap import render_heatmap, shade_stylesheet
+from shared.render.colours import shade_stylesheet
+from shared.render.heatmap import render_heatmap
 from shared.store.db import session_factory
 from shared.store.models import FINISHED, Dataset, Explanation, Job, JobStatus, Review
 
@@ -307,7 +308,7 @@ def job(job_id: int) -> str:
         abort(404, f"page {page} is past the last page ({pages})")
     sources = preview_sources(db(), job_id, [r.review_id for r in rows], PREVIEW_CHARS)
     previews = {
-        review_id: render_heatmap(s.text, s.spans, s.lrp, scale=s.scale, classes=True)
+        review_id: render_heatmap(s.text, s.spans, s.lrp, scale=s.scale)
         for review_id, s in sources.items()
     }
     classes = the_model().class_names
@@ -380,7 +381,9 @@ def review(job_id: int, review_id: str) -> Any:
                 continue
             scale = stats.scales[method] if stats else float(abs(values).max(initial=0.0))
             one_sided = not BY_KEY[method].signed
-            html = render_heatmap(text, spans, values, bool(row.truncated), scale, one_sided, classes=True)
+            html = render_heatmap(
+                text, spans, values, truncated=bool(row.truncated), scale=scale, signed=not one_sided
+            )
             views.append(MethodView(method, BY_KEY[method].label, html, scale, one_sided))
     lrp_words = float(row.lrp.sum()) if row.lrp is not None else None
     return render_template(

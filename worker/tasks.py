@@ -36,7 +36,7 @@ def explain_text(text: str, target: str) -> dict[str, Any]:
         return {"error": result}
     record = review_record(None, result)
     record["heatmap_html"] = render_heatmap(
-        text, result.tokenized.spans, result.explanation.lrp, result.truncated
+        text, result.tokenized.spans, result.explanation.lrp, truncated=result.truncated
     )
     # The result backend speaks JSON: let orjson turn the NumPy arrays into plain lists.
     return cast(dict[str, Any], orjson.loads(jsonl_line(record)))

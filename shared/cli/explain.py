@@ -11,16 +11,16 @@ from pathlib import Path
 from typing import IO, Any
 
 import click
-import numpy as np
 import orjson
 from tqdm import tqdm
 
 from shared.jobs.export import explanation_record, jsonl_line, review_record
 from shared.relevance.engine import truncate
-from shared.relevance.explainer import ExplainedReview, Explainer, load_explainer
-from shared.relevance.methods import METHODS
-from shared.relevance.tokenizer import BREAK_TAG
+from shared.relevance.explainer import Explainer, load_explainer
+from shared.relevance.methods import BY_KEY, METHODS
 from shared.relevance.weights import WeightsError
+from shared.render.colours import legend
+from shared.render.terminal import render_terminal
 from shared.settings import Settings
 
 
@@ -35,28 +35,6 @@ def parse_target(value: str, class_names: Sequence[str]) -> int | None:
     raise click.BadParameter(
         f"use 'predicted', a class index or one of {list(class_names)}", param_hint="--target"
     )
-
-
-def colour(value: float, scale: float, method: str) -> str:
-    """ANSI 24-bit background: red for relevance towards the target class, blue against, white for zero."""
-    share = 0.0 if scale == 0 else min(abs(value) / scale, 1.0)
-    fade = round(255 * (1 - share))
-    red, blue = (255, fade) if value >= 0 or method == "sa" else (fade, 255)
-    return f"\x1b[48;2;{red};{fade};{blue}m\x1b[38;2;0;0;0m"
-
-
-def render_terminal(text: str, review: ExplainedReview, method: str) -> str:
-    """The original text with each word the model read on its relevance colour."""
-    values = getattr(review.explanation, method)
-    scale = float(np.max(np.abs(values))) if len(values) else 0.0
-    pieces, cursor = [], 0
-    for (start, end), value in zip(review.tokenized.spans, values, strict=True):
-        if end == 0:  # the start token has no text
-            continue
-        pieces += [text[cursor:start], colour(float(value), scale, method), text[start:end], "\x1b[0m"]
-        cursor = end
-    pieces.append(f"\x1b[2m{text[cursor:]}\x1b[0m" if review.truncated else text[cursor:])
-    return BREAK_TAG.sub("\n", "".join(pieces))
 
 
 @dataclass(frozen=True)
@@ -202,10 +180,13 @@ def explain(
             raise click.ClickException(review)
         names = explainer.weights.class_names
         e = review.explanation
-        click.echo(render_terminal(text, review, method))
+        values = getattr(review.explanation, method)
+        signed = BY_KEY[method].signed
+        spans = review.tokenized.spans
+        click.echo(render_terminal(text, spans, values, truncated=review.truncated, signed=signed))
         click.echo(
             f"\npredicted: {names[e.predicted_class]} (p = {e.probabilities[e.predicted_class]:.3f}); "
-            f"{method.upper()} for {names[e.target_class]}: red for it, blue against"
+            f"{BY_KEY[method].label} for {names[e.target_class]}: {legend(signed)}"
             + ("; greyed text was beyond the model's maximum length" if review.truncated else "")
         )
         return

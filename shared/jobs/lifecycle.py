@@ -213,9 +213,8 @@ def explanation_values(
     )
     for method in methods:
         row[method] = getattr(e, method)
-    # Stylesheet classes, not inline colours: pages under a strict Content-Security-Policy can show it.
     values = getattr(e, methods[0])
-    row["heatmap_html"] = str(render_heatmap(text, t.spans, values, result.truncated, classes=True))
+    row["heatmap_html"] = str(render_heatmap(text, t.spans, values, truncated=result.truncated))
     return row
 
 

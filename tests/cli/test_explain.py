@@ -10,22 +10,10 @@ import orjson
 from click.testing import CliRunner
 
 from shared.cli import main
-from shared.cli.explain import colour
+from shared.render.colours import SHADE_RGB, UNSIGNED_RGB
 from tests.e2e.test_service import RECORD_FIELDS  # the documented output format
 
 BACKGROUND = re.compile(r"\x1b\[48;2;(\d+);(\d+);(\d+)m")
-
-
-def shade(escape: str) -> tuple[str, ...]:
-    match = BACKGROUND.match(escape)
-    assert match is not None
-    return match.groups()
-
-
-def test_colour_is_red_for_and_blue_against() -> None:
-    assert shade(colour(1.0, 1.0, "lrp")) == ("255", "0", "0")
-    assert shade(colour(-1.0, 1.0, "gi")) == ("0", "0", "255")
-    assert shade(colour(0.0, 1.0, "lrp")) == ("255", "255", "255")
 
 
 def test_one_text_in_the_terminal() -> None:
@@ -35,7 +23,18 @@ def test_one_text_in_the_terminal() -> None:
     assert "waste" in result.output and "<br />" not in result.output  # the tag became a line break
     shades = [tuple(map(int, m)) for m in BACKGROUND.findall(result.output)]
     assert len(shades) == 8  # one per word read
-    assert any(r == 255 and b < 255 for r, _, b in shades)  # some word speaks for "negative"
+    assert set(shades) <= set(SHADE_RGB)  # the web's palette
+    assert any(r > b for r, _, b in shades)  # some word speaks for "negative" (red)
+    assert "red: for the explained class" in result.output
+
+
+def test_sa_is_purple_with_a_legend_without_sign() -> None:
+    result = CliRunner().invoke(main, ["explain", "--method", "sa", "A dull, boring film"], color=True)
+    assert result.exit_code == 0, result.output
+    shades = {tuple(map(int, m)) for m in BACKGROUND.findall(result.output)}
+    assert UNSIGNED_RGB in shades  # the most sensitive word at full purple
+    assert all(r >= g and b >= g for r, g, b in shades)  # purple or white, never red-only or blue-only
+    assert "no sign" in result.output and "red:" not in result.output
 
 
 def test_bad_target_is_a_usage_error() -> None:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from shared.relevance.tokenizer import word_spans
-from shared.render.heatmap import colour, render_heatmap
+from shared.render.colours import AGAINST_RGB, FOR_RGB, SHADE_NAMES, SHADE_RGB, hex_colour, shade_stylesheet
+from shared.render.heatmap import render_heatmap
 
 HOSTILE = [
     "<script>window.__xss=1</script> good",
@@ -48,15 +49,13 @@ def spans_and_values(text: str) -> tuple[list[tuple[int, int]], list[float]]:
     return spans, [0.5, *[(-1) ** k * (k + 1) / 10 for k in range(len(spans) - 1)]]
 
 
-@pytest.mark.parametrize("classes", [False, True])
 @pytest.mark.parametrize("text", HOSTILE)
-def test_hostile_text_is_shown_literally_and_creates_no_markup(text: str, classes: bool) -> None:
+def test_hostile_text_is_shown_literally_and_creates_no_markup(text: str) -> None:
     spans, values = spans_and_values(text)
-    html = render_heatmap(text, spans, values, classes=classes)
+    html = render_heatmap(text, spans, values)
     parsed = parse(str(html))
     assert {tag for tag, _ in parsed.tags} == {"span"}
-    attributes = {"class", "data-r", "title"} if classes else {"class", "data-r", "style"}
-    assert all(set(attrs) == attributes for _, attrs in parsed.tags)
+    assert all(set(attrs) == {"class", "data-r", "title"} for _, attrs in parsed.tags)
     assert "".join(parsed.text) == text  # the browser shows exactly the review
     assert len(parsed.tags) == len(spans) - 1  # one span per token with text
 
@@ -70,7 +69,7 @@ def test_any_mix_of_special_characters_round_trips(seed: int) -> None:
     values = rng.normal(size=len(spans)).tolist()
     cut = max(1, len(spans) // 2)
     for truncated in (False, True):
-        html = str(render_heatmap(text, spans[:cut], values[:cut], truncated=truncated, classes=True))
+        html = str(render_heatmap(text, spans[:cut], values[:cut], truncated=truncated))
         shown = "".join(parse(html).text)
         assert shown == re.sub("(?i)<br\\s*/?>", "\n", text)
         assert re.findall('data-r="([^"]+)"', html) == [f"{v:.3g}" for v in values[1:cut]]
@@ -85,27 +84,41 @@ def test_line_breaks_values_and_colours() -> None:
     assert "".join(parsed.text) == "Great film.\n\nBad <i>ending</i>"
     attrs = [a for tag, a in parsed.tags if tag == "span"]
     assert [a["data-r"] for a in attrs] == ["0.5", "0", "-1", "0.25", "-0.25", "0.25"]
-    colours = [re.search("#[0-9a-f]{6}", a["style"] or "")[0] for a in attrs]  # type: ignore[index]
-    assert colours[1] == "#ffffff"  # zero is white
-    assert colours[2] == colour(-1.0, 1.0) == "#1f77b4"  # the largest |value| is full blue
-    red, _, blue = (int(colours[0][i : i + 2], 16) for i in (1, 3, 5))
-    assert red > blue  # positive is red
+    shades = [(a["class"] or "").split()[1] for a in attrs]
+    assert shades == ["hp5", "h0", "hn10", "hp3", "hn3", "hp3"]  # zero white, the largest |value| full blue
+
+
+def colours_in(stylesheet: str) -> dict[str, str]:
+    return dict(re.findall(r"\.(h\w+)\{background:(#[0-9a-f]{6})\}", stylesheet))
+
+
+def test_stylesheet_defines_every_shade_with_the_palette() -> None:
+    colours = colours_in(shade_stylesheet())
+    assert list(colours) == SHADE_NAMES
+    assert colours["h0"] == "#ffffff"
+    assert colours["hp10"] == hex_colour(FOR_RGB) and colours["hn10"] == hex_colour(AGAINST_RGB)
+    assert [colours[n] for n in SHADE_NAMES] == [hex_colour(rgb) for rgb in SHADE_RGB]
+
+
+def test_unsigned_methods_use_the_one_sided_shades() -> None:
+    html = str(render_heatmap("a b c", [(0, 1), (2, 3), (4, 5)], [0.0, 0.5, 1.0], signed=False))
+    assert re.findall(r'class="tok (\w+)"', html) == ["h0", "hs5", "hs10"]
 
 
 def test_text_the_model_did_not_read_is_greyed() -> None:
     text = "one two three four"
     spans = [(0, 0), *word_spans(text)][:3]  # the model read "one two"
     html = str(render_heatmap(text, spans, [0.0, 1.0, -1.0], truncated=True))
-    assert html.endswith('<span class="unread" style="color:#999"> three four</span>')
+    assert html.endswith('<span class="unread"> three four</span>')
     assert "unread" not in str(render_heatmap(text, spans, [0.0, 1.0, -1.0], truncated=False))
 
 
 def test_shared_scale_and_degenerate_values() -> None:
     text = "a b"
     spans = [(0, 1), (2, 3)]
-    assert 'data-r="1"' in render_heatmap(text, spans, [1.0, 0.0], scale=4.0)
-    assert colour(1.0, 4.0) != colour(1.0, 1.0)
-    assert render_heatmap(text, spans, [0.0, 0.0]).count("#ffffff") == 2  # all zero: no division by zero
-    assert colour(float("nan"), 1.0) == "#ffffff"
+    assert 'class="tok hp3" data-r="1"' in render_heatmap(text, spans, [1.0, 0.0], scale=4.0)
+    assert 'class="tok hp10" data-r="1"' in render_heatmap(text, spans, [1.0, 0.0])
+    assert render_heatmap(text, spans, [0.0, 0.0]).count("h0") == 2  # all zero: no division by zero
+    assert render_heatmap(text, spans, [float("nan"), 1.0]).count("h0") == 1
     with pytest.raises(ValueError, match="2 spans but 1 values"):
         render_heatmap(text, spans, [1.0])
