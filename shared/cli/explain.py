@@ -14,7 +14,7 @@ import click
 import orjson
 from tqdm import tqdm
 
-from shared.jobs.export import explanation_record, jsonl_line, review_record
+from shared.jobs.export import engine_fields, explanation_record, jsonl_line, review_record
 from shared.relevance.engine import truncate
 from shared.relevance.explainer import Explainer, load_explainer
 from shared.relevance.methods import BY_KEY, METHODS
@@ -102,17 +102,12 @@ def explain_chunk(explainer: Explainer, chunk: list[InputLine], target: int | No
                 results.append(e.replace("sequence 0", "token_ids"))
                 continue
             rec = explanation_record(
-                line.review_id,
-                [vocab.word(i) for i in ids],
-                ids,
-                None,
-                e.logits,
-                e.probabilities,
-                e.predicted_class,
-                e.target_class,
-                {m: getattr(e, m) for m in METHODS},
-                e.lrp_rest,
-                was_cut,
+                review_id=line.review_id,
+                tokens=[vocab.word(i) for i in ids],
+                token_ids=ids,
+                spans=None,
+                truncated=was_cut,
+                **engine_fields(e),
             )
             results.append(jsonl_line(rec))
     return results

@@ -7,15 +7,18 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 
+from shared.relevance.engine import Explanation
 from shared.relevance.explainer import ExplainedReview
 from shared.relevance.methods import METHODS
-from shared.store.models import Explanation as ExplanationRow
+
+if TYPE_CHECKING:  # the command line writes records without loading SQLAlchemy
+    from shared.store.models import Explanation as ExplanationRow
 
 CSV_COLUMNS = (
     "id",
@@ -35,6 +38,7 @@ CSV_COLUMNS = (
 
 
 def explanation_record(
+    *,
     review_id: Any,
     tokens: Sequence[str],
     token_ids: Sequence[int] | npt.NDArray[Any],
@@ -63,23 +67,30 @@ def explanation_record(
     }
 
 
+def engine_fields(e: Explanation, methods: Sequence[str] = METHODS) -> dict[str, Any]:
+    """The record's fields that come from the engine's answer, as `explanation_record` arguments."""
+    return {
+        "logits": e.logits,
+        "probabilities": e.probabilities,
+        "predicted_class": e.predicted_class,
+        "target_class": e.target_class,
+        "relevance": {m: getattr(e, m) for m in methods},
+        "lrp_rest": e.lrp_rest,
+    }
+
+
 def review_record(
     review_id: Any, review: ExplainedReview, methods: Sequence[str] = METHODS
 ) -> dict[str, Any]:
     """The record of a freshly explained review."""
-    e, t = review.explanation, review.tokenized
+    t = review.tokenized
     return explanation_record(
-        review_id,
-        t.tokens,
-        t.token_ids,
-        t.spans,
-        e.logits,
-        e.probabilities,
-        e.predicted_class,
-        e.target_class,
-        {m: getattr(e, m) for m in methods},
-        e.lrp_rest,
-        review.truncated,
+        review_id=review_id,
+        tokens=t.tokens,
+        token_ids=t.token_ids,
+        spans=t.spans,
+        truncated=review.truncated,
+        **engine_fields(review.explanation, methods),
     )
 
 
@@ -92,17 +103,17 @@ def row_record(row: ExplanationRow) -> dict[str, Any]:
     if logits is None or probabilities is None or row.predicted_class is None or row.target_class is None:
         return {"id": row.review_id, "error": "not explained"}
     return explanation_record(
-        row.review_id,
-        tokens.split("\n"),
-        token_ids,
-        spans.reshape(-1, 2),
-        logits,
-        probabilities,
-        row.predicted_class,
-        row.target_class,
-        {m: getattr(row, m) for m in METHODS if getattr(row, m) is not None},
-        row.lrp_rest or 0.0,
-        bool(row.truncated),
+        review_id=row.review_id,
+        tokens=tokens.split("\n"),
+        token_ids=token_ids,
+        spans=spans.reshape(-1, 2),
+        logits=logits,
+        probabilities=probabilities,
+        predicted_class=row.predicted_class,
+        target_class=row.target_class,
+        relevance={m: getattr(row, m) for m in METHODS if getattr(row, m) is not None},
+        lrp_rest=row.lrp_rest or 0.0,
+        truncated=bool(row.truncated),
     )
 
 

@@ -22,8 +22,9 @@ import numpy.typing as npt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shared.relevance.methods import METHODS
+from shared.relevance.methods import BY_KEY, METHODS
 from shared.relevance.tokenizer import OOV_ID, OOV_TOKEN, START_ID, START_TOKEN
+from shared.render.charts import BarPanel, bar_panels_png
 from shared.store.models import Explanation, Job, JobStatus
 
 ROWS_PER_FETCH = 500
@@ -276,25 +277,18 @@ def prepare_when_finished(session: Session, cache_dir: Path, database_url: str, 
 
 
 def _bar_chart(stats: WordStats, method: str, min_count: int) -> bytes:
-    """Two horizontal bar panels: the words with the highest and with the lowest mean relevance."""
-    from matplotlib.figure import Figure  # here: the workers import this module but never draw
-
-    figure = Figure(figsize=(8, 4.8), dpi=100, layout="constrained")
-    for axes, highest in zip(figure.subplots(1, 2), (True, False), strict=True):
-        rows = stats.ranking(method, min_count, CHART_WORDS, highest)[::-1]
-        colour = "#d62728" if highest else "#1f77b4"
-        axes.barh([r.word for r in rows], [r.mean for r in rows], color=colour)
-        axes.set_title(f"{'highest' if highest else 'lowest'} mean {method.upper()}")
-        axes.axvline(0, color="#444", linewidth=0.8)
-        axes.tick_params(labelsize=8)
-    figure.suptitle(
-        f"mean {method.upper()} per occurrence for each review's explained class, "
+    """Two panels: the words with the highest and with the lowest mean relevance."""
+    label = BY_KEY[method].label
+    panels = []
+    for highest in (True, False):
+        rows = stats.ranking(method, min_count, CHART_WORDS, highest)
+        title = f"{'highest' if highest else 'lowest'} mean {label}"
+        panels.append(BarPanel(title, [r.word for r in rows], [r.mean for r in rows], towards=highest))
+    return bar_panels_png(
+        panels,
+        f"mean {label} per occurrence for each review's explained class, "
         f"words seen at least {min_count} times",
-        fontsize=10,
     )
-    out = io.BytesIO()
-    figure.savefig(out, format="png")
-    return out.getvalue()
 
 
 def chart_png(stats: WordStats, cache_dir: Path, key: str, method: str, min_count: int) -> bytes:
