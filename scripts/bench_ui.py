@@ -23,7 +23,8 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from api import create_app
-from shared.jobs.lifecycle import JobSpec, create_job, model_info, run_batch
+from shared.jobs.batches import run_batch
+from shared.jobs.lifecycle import JobSpec, create_job, model_info
 from shared.jobs.word_stats import job_word_stats
 from shared.relevance.explainer import load_explainer
 from shared.settings import Settings

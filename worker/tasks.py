@@ -6,8 +6,9 @@ from typing import Any, cast
 
 import orjson
 
+from shared.jobs.batches import run_batch
 from shared.jobs.export import jsonl_line, review_record
-from shared.jobs.lifecycle import check_text_sizes, fail_job, parse_target, run_batch
+from shared.jobs.lifecycle import check_text_sizes, fail_job, parse_target
 from shared.jobs.queue import EXPLAIN_BATCH, EXPLAIN_TEXT
 from shared.jobs.word_stats import prepare_when_finished
 from shared.render.heatmap import render_heatmap

@@ -142,7 +142,9 @@ def explain_file(
     "--input", "source", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="JSON lines in."
 )
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="JSON lines out.")
-@click.option("--method", type=click.Choice(METHODS), default="lrp", show_default=True, help="Colours shown.")
+@click.option(
+    "--method", type=click.Choice(METHODS), default=METHODS[0], show_default=True, help="Colours shown."
+)
 @click.option("--target", default="predicted", show_default=True, help="predicted, a class index or name.")
 @click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), help="Weights file.")
 def explain(

@@ -31,9 +31,7 @@ CSV_COLUMNS = (
     "truncated",
     "error",
     "tokens",
-    "lrp",
-    "sa",
-    "gi",
+    *METHODS,
 )
 
 

@@ -9,7 +9,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import select
 
-from shared.jobs.lifecycle import JobSpec, create_job, model_info, run_batch
+from shared.jobs.batches import run_batch
+from shared.jobs.lifecycle import JobSpec, create_job, model_info
 from shared.relevance.explainer import Explainer
 from shared.relevance.tokenizer import Vocabulary
 from shared.relevance.weights import load_weights

@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.serving import make_server
 
 from api import create_app
-from shared.jobs.lifecycle import JobSpec, create_job, model_info, run_batch
+from shared.jobs.batches import run_batch
+from shared.jobs.lifecycle import JobSpec, create_job, model_info
 from shared.jobs.queue import stop_embedded_redis
 from shared.relevance.explainer import load_explainer
 from shared.settings import DEFAULT_MODEL_PATH, Settings
