@@ -21,7 +21,7 @@ from scripts.stack import Stack, child_env, start_service, stop_on_sigterm
 from shared.cli.jobs import Api
 from shared.relevance.explainer import load_explainer
 from shared.settings import Settings, sqlalchemy_url
-from shared.store.datasets import dataset_name, find_split, import_reviews
+from shared.store.datasets import find_split, import_reviews
 from shared.store.db import migrate, session_factory
 
 SAMPLE_TEXT = "This film was a waste of time, although the actors did their best.<br /><br />Two stars."
@@ -72,7 +72,7 @@ def storage(url: str) -> dict[str, Any]:
 
 def engine_only(settings: Settings) -> dict[str, float]:
     """Tokenising and the engine alone on one core, on the same 25,000 reviews, in this process."""
-    explainer = load_explainer(settings.model_path, settings.imdb_dir)
+    explainer = load_explainer(settings.model_path)
     _, reviews = find_split(settings.imdb_dir, "test")
     texts = [r.text for r in reviews]
     with threadpool_limits(1):
@@ -101,7 +101,7 @@ def main() -> None:
     migrate(settings.effective_database_url)
     source, reviews = find_split(settings.imdb_dir, "test")
     with session_factory(settings.effective_database_url)() as session:
-        import_reviews(session, dataset_name("test"), "test", source, reviews)
+        import_reviews(session, "test", source, reviews)
     api_url = f"http://127.0.0.1:{args.port}"
     env = child_env(DATABASE_URL=url, REDIS_URL=args.redis_url, RELEVANCE_API_URL=api_url)
     stack = Stack(settings.instance_dir / "bench-logs")

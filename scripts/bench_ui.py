@@ -63,7 +63,7 @@ def fill(settings: Settings, sessions: sessionmaker[Session], limit: int) -> int
     started = time.perf_counter()
     source, reviews = find_split(settings.imdb_dir, "test")
     with sessions() as session:
-        import_reviews(session, dataset_name("test"), "test", source, reviews)
+        import_reviews(session, "test", source, reviews)
         job, batches = create_job(
             session,
             JobSpec(dataset=dataset_name("test"), limit=limit),
@@ -74,7 +74,7 @@ def fill(settings: Settings, sessions: sessionmaker[Session], limit: int) -> int
         )
         session.commit()
         job_id = job.id
-    explainer = load_explainer(settings.model_path, settings.imdb_dir)
+    explainer = load_explainer(settings.model_path)
     for number, batch in enumerate(batches, start=1):
         run_batch(sessions, explainer, job_id, batch)
         print(f"\rfilling: {number * BATCH} of {limit} reviews", end="", flush=True)

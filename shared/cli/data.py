@@ -64,5 +64,5 @@ def import_imdb(splits: str, download: bool | None) -> None:
                 raise click.ClickException(str(error)) from error
             source, reviews = find_split(settings.imdb_dir, split)
         with Session() as session:
-            count = import_reviews(session, dataset_name(split), split, source, reviews)
+            count = import_reviews(session, split, source, reviews)
         click.echo(f"{dataset_name(split)}: {count} reviews from {source}")

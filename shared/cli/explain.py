@@ -114,7 +114,7 @@ def explain_chunk(explainer: Explainer, chunk: list[InputLine], target: int | No
 
 
 def explain_file(
-    explainer: Explainer, source: Path, out: IO[bytes], target: int | None, chunk_size: int
+    explainer: Explainer, source: Path, out: IO[bytes], *, target: int | None, chunk_size: int
 ) -> int:
     """Stream source to out in chunks (bounded memory); returns how many lines failed."""
     failed = 0
@@ -165,11 +165,9 @@ def explain(
     if source is not None and output is None:
         raise click.UsageError("--input needs --output")
     try:
-        explainer = load_explainer(model_path or settings.model_path, settings.imdb_dir)
+        explainer = load_explainer(model_path or settings.model_path)
     except WeightsError as exc:
         raise click.ClickException(str(exc)) from exc
-    except OSError as exc:
-        raise click.ClickException(f"cannot load the vocabulary from {settings.imdb_dir}: {exc}") from exc
     wanted = parse_target(target, explainer.weights.class_names)
     if text is not None:
         (review,) = explainer.explain([text], wanted)
@@ -190,7 +188,7 @@ def explain(
     assert source is not None and output is not None
     output.parent.mkdir(parents=True, exist_ok=True)
     with output.open("wb") as out:
-        failed = explain_file(explainer, source, out, wanted, settings.engine_chunk_size)
+        failed = explain_file(explainer, source, out, target=wanted, chunk_size=settings.engine_chunk_size)
     if failed:
         raise click.ClickException(
             f"{failed} line(s) could not be explained (see above); the others are in {output}"

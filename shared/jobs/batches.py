@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from sqlalchemy import select, update
@@ -22,17 +22,20 @@ from shared.store.db import insert_for
 from shared.store.models import FINISHED, Explanation, Job, JobStatus, Review, utcnow
 
 
+class ReviewText(Protocol):
+    """What a batch reads of a review (a row of `reviews`)."""
+
+    id: str
+    text: str
+    label: int | None
+
+
 def explanation_values(
-    job_id: int,
-    review_id: str,
-    label: int | None,
-    text: str,
-    result: ExplainedReview | str,
-    methods: list[str],
+    job_id: int, review: ReviewText, result: ExplainedReview | str, methods: list[str]
 ) -> dict[str, Any]:
     """The row of one explained (or failed) review; the stored heatmap shows the first method (LRP)."""
     row: dict[str, Any] = {c.name: None for c in Explanation.__table__.columns}
-    row.update(job_id=job_id, review_id=review_id, true_class=label)
+    row.update(job_id=job_id, review_id=review.id, true_class=review.label)
     if isinstance(result, str):
         row["error"] = result
         return row
@@ -52,7 +55,7 @@ def explanation_values(
     for method in methods:
         row[method] = getattr(e, method)
     values = getattr(e, methods[0])
-    row["heatmap_html"] = str(render_heatmap(text, t.spans, values, truncated=result.truncated))
+    row["heatmap_html"] = str(render_heatmap(review.text, t.spans, values, truncated=result.truncated))
     return row
 
 
@@ -86,8 +89,7 @@ def run_batch(
     results = explainer.explain([r.text for r in reviews], target)
     explained = time.perf_counter()
     rows = [
-        explanation_values(job_id, r.id, r.label, r.text, result, methods)
-        for r, result in zip(reviews, results, strict=True)
+        explanation_values(job_id, r, result, methods) for r, result in zip(reviews, results, strict=True)
     ]
     rendered = time.perf_counter()
 

@@ -77,8 +77,10 @@ def find_split(imdb_dir: Path, split: str) -> tuple[str, Iterator[Review]]:
     )
 
 
-def import_reviews(session: Session, name: str, split: str, source: str, reviews: Iterable[Review]) -> int:
-    """Insert or refresh the reviews of one dataset; idempotent; returns the count."""
+def import_reviews(session: Session, split: str, source: str, reviews: Iterable[Review]) -> int:
+    """Insert or refresh the reviews of one split as its dataset (`imdb-<split>`); idempotent; returns the
+    count."""
+    name = dataset_name(split)
     insert = insert_for(session)
     session.merge(Dataset(name=name, split=split, source=source, review_count=0, imported_at=utcnow()))
     session.flush()

@@ -113,7 +113,7 @@ def sqlite_settings(tmp_path: Path, assets: tuple[Path, Path]) -> Iterator[Setti
 def prepare_database(settings: Settings) -> None:
     migrate(settings.effective_database_url)
     with session_factory(settings.effective_database_url)() as session:
-        import_reviews(session, "imdb-test", "test", "fixture", read_split(settings.imdb_dir, "test"))
+        import_reviews(session, "test", "fixture", read_split(settings.imdb_dir, "test"))
 
 
 @pytest.fixture(scope="session")
