@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from shared.cli import main
 from shared.render.colours import SHADE_RGB, UNSIGNED_RGB
-from tests.e2e.test_service import RECORD_FIELDS  # the documented output format
+from tests.helpers.formats import RECORD_FIELDS
 
 BACKGROUND = re.compile(r"\x1b\[48;2;(\d+);(\d+);(\d+)m")
 
@@ -72,3 +72,23 @@ def test_jsonl_in_and_out_with_bad_lines_named(tmp_path: Path) -> None:
     assert ids["spans"] is None and ids["tokens"][0] == "<start>" and ids["relevance"]["lrp"][3] == 0.0
     assert hostile["tokens"][1:] == ["script", "alert", "1", "script", "dull"]
     assert np.argmax(hostile["probabilities"]) == hostile["predicted_class"] == hostile["target_class"]
+
+
+def test_workers_write_in_input_order_exactly_what_one_process_writes(tmp_path: Path) -> None:
+    """Two worker processes, chunks of 7 lines: the same bytes as one process, bad lines named by number."""
+    source = tmp_path / "in.jsonl"
+    lines = [orjson.dumps({"id": n, "text": f"review {n}: " + "a dull film, " * (n % 9)}) for n in range(40)]
+    lines[17] = b"{broken"
+    lines[31] = orjson.dumps({"id": 31, "token_ids": [1, 10_000]})
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    outputs = {}
+    for workers in ("1", "2"):
+        output = tmp_path / f"out-{workers}.jsonl"
+        args = ["explain", "--input", str(source), "--output", str(output), "--workers", workers]
+        result = CliRunner(env={"ENGINE_CHUNK_SIZE": "7"}).invoke(main, args)
+        assert result.exit_code == 1, result.output
+        assert "in.jsonl:18:" in result.output and "in.jsonl:32:" in result.output
+        outputs[workers] = output.read_bytes()
+    assert outputs["1"] == outputs["2"]
+    ids = [orjson.loads(line)["id"] for line in outputs["2"].splitlines()]
+    assert ids == [n for n in range(40) if n not in (17, 31)]

@@ -20,21 +20,8 @@ from shared.jobs.lifecycle import JobSpec, create_job, model_info
 from shared.jobs.queue import BULK_QUEUE, EXPLAIN_BATCH
 from shared.store.db import session_factory
 from shared.store.models import Explanation, Job
+from tests.helpers.formats import RECORD_FIELDS
 from tests.helpers.service import Service
-
-RECORD_FIELDS = [
-    "id",
-    "tokens",
-    "token_ids",
-    "spans",
-    "logits",
-    "probabilities",
-    "predicted_class",
-    "target_class",
-    "relevance",
-    "lrp_rest",
-    "truncated",
-]
 
 
 def stored_rows(service: Service, job_id: int) -> int:
