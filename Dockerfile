@@ -6,7 +6,5 @@ COPY pyproject.toml alembic.ini ./
 COPY api api
 COPY worker worker
 COPY shared shared
-COPY migrations migrations
-COPY models models
 RUN pip install --no-cache-dir -e . && useradd --create-home relevance
 USER relevance

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL_PATH = PROJECT_ROOT / "models" / "imdb_lstm.npz"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the checkout (or site-packages, once installed)
+# The committed model ships inside the package, so an installed `relevance` finds it too.
+DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "relevance" / "model" / "imdb_lstm.npz"
 DEFAULT_IMDB_DIR = PROJECT_ROOT.parent / "shared" / "imdb"
 DEFAULT_INSTANCE_DIR = PROJECT_ROOT / "instance"
 # The official Large Movie Review Dataset archive and its published sha256.

@@ -17,7 +17,7 @@ app = make_celery(settings)
 
 def explainer() -> Explainer:
     """This process's explainer (cached: loaded by the first call)."""
-    return load_explainer(settings.model_path, settings.imdb_dir)
+    return load_explainer(settings.model_path)
 
 
 def _load_model(**_: Any) -> None:

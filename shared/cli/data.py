@@ -1,4 +1,8 @@
-"""`relevance import-imdb`: load the IMDB reviews from IMDB_DIR into the database, or download them."""
+"""`relevance import-imdb`: load the IMDB reviews from IMDB_DIR into the database, or download them.
+
+The database code (SQLAlchemy, Alembic) is imported when the command runs, not when the command line starts:
+`relevance --help` and `relevance explain` never load it.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +10,13 @@ import click
 from tqdm import tqdm
 
 from shared.settings import Settings
-from shared.store.datasets import (
-    ARCHIVE_NAME,
-    DataNotFoundError,
-    DownloadError,
-    dataset_name,
-    download_archive,
-    extract_archive,
-    find_split,
-    import_reviews,
-)
-from shared.store.db import session_factory
 from shared.store.imdb import SPLITS
 
 
 def _download(settings: Settings) -> None:
     """Fetch and unpack the official archive into IMDB_DIR, with a progress bar."""
+    from shared.store.datasets import ARCHIVE_NAME, download_archive, extract_archive
+
     target = settings.imdb_dir / ARCHIVE_NAME
     with tqdm(unit="B", unit_scale=True, desc=ARCHIVE_NAME) as bar:
 
@@ -44,6 +39,15 @@ def _download(settings: Settings) -> None:
 )
 def import_imdb(splits: str, download: bool | None) -> None:
     """Load the IMDB reviews (id, label, rating, text) from IMDB_DIR into the database; safe to run again."""
+    from shared.store.datasets import (
+        DataNotFoundError,
+        DownloadError,
+        dataset_name,
+        find_split,
+        import_reviews,
+    )
+    from shared.store.db import session_factory
+
     settings = Settings.from_env()
     wanted = SPLITS if splits == "all" else (splits,)
     Session = session_factory(settings.effective_database_url)

@@ -12,7 +12,6 @@ from tqdm import tqdm
 
 from shared.relevance.methods import METHODS
 from shared.settings import Settings
-from shared.store.models import FINISHED
 
 POLL_SECONDS = 0.5
 
@@ -67,6 +66,8 @@ def describe(job: dict[str, Any]) -> str:
 
 def follow(api: Api, job_id: int) -> dict[str, Any]:
     """Poll the job with a progress bar (rate and ETA) until it finishes."""
+    from shared.store.models import FINISHED  # SQLAlchemy only when needed: `relevance --help` starts fast
+
     job = api.job(job_id)
     with tqdm(total=job["total"], unit=" reviews", desc=f"job {job_id}", file=sys.stderr) as bar:
         while True:

@@ -5,8 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import orjson
 
 from shared.settings import Settings
+from shared.store.imdb import read_split, split_path, word_index_path
+
+
+def labelled_reviews(imdb_dir: Path, split: str) -> list[tuple[str, int]]:
+    """(text, label) of every review of one split, in file order."""
+    return [(review.text, review.label) for review in read_split(imdb_dir, split)]
 
 
 @click.command()
@@ -20,7 +27,7 @@ from shared.settings import Settings
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Weights file to write [default: settings model_path, models/imdb_lstm.npz].",
+    help="Weights file to write [default: settings model_path, shared/relevance/model/imdb_lstm.npz].",
 )
 @click.option("--max-length", type=click.IntRange(min=2), default=400, show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="At most.")
@@ -61,7 +68,14 @@ def train(
         patience=patience,
         seed=seed,
     )
-    report = training.train(imdb_dir or settings.imdb_dir, output or settings.model_path, config, click.echo)
+    folder = imdb_dir or settings.imdb_dir
+    data = training.TrainingData(
+        train=labelled_reviews(folder, "train"),
+        test=labelled_reviews(folder, "test"),
+        word_index=orjson.loads(word_index_path(folder).read_bytes()),
+        sources=[split_path(folder, "train"), split_path(folder, "test"), word_index_path(folder)],
+    )
+    report = training.train(data, output or settings.model_path, config, click.echo)
     click.echo(
         f"test accuracy {report.test_accuracy:.4f}; confusion matrix {report.confusion_matrix}; "
         f"{report.train_seconds:.0f} s; {report.epochs} epochs (kept epoch {report.best_epoch})"

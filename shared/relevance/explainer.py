@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.relevance.engine import Engine, Explanation, truncate
-from shared.relevance.tokenizer import Tokenized, Vocabulary
+from shared.relevance.tokenizer import INDEX_FROM, Tokenized, Vocabulary
 from shared.relevance.weights import ModelWeights, load_weights
-from shared.store.imdb import word_index_path
 
 
 @dataclass(frozen=True)
@@ -87,8 +86,15 @@ class Explainer:
         return explanation
 
 
+def model_vocabulary(weights: ModelWeights) -> Vocabulary:
+    """The tokenizer's vocabulary from the words stored in the model file (word of id i -> rank i - 3)."""
+    ranks = {word: token_id - INDEX_FROM for token_id, word in enumerate(weights.words) if word}
+    return Vocabulary(ranks, weights.vocab_size)
+
+
 @functools.cache
-def load_explainer(model_path: Path, imdb_dir: Path) -> Explainer:
-    """The explainer of one model file, loaded once per process (workers call it before their first task)."""
+def load_explainer(model_path: Path) -> Explainer:
+    """The explainer of one model file (weights and vocabulary), loaded once per process (workers call it
+    before their first task)."""
     weights = load_weights(model_path)
-    return Explainer(weights, Vocabulary.from_file(word_index_path(imdb_dir), weights.vocab_size))
+    return Explainer(weights, model_vocabulary(weights))

@@ -7,7 +7,8 @@ token kept), cut by shared.relevance.engine.truncate and padded with 0, which th
 padding changes nothing.
 Batches group reviews of similar length (a seeded bucket iterator) so short reviews don't pay for long ones.
 The epoch is picked on a validation slice of the train split (early stopping, best weights restored); the
-test split is only ever used for the final report.
+test split is only ever used for the final report. The caller reads the data (`relevance train` through
+shared.store): this layer reads no data files. The exported file carries the vocabulary it was trained with.
 """
 
 from __future__ import annotations
@@ -27,8 +28,7 @@ import tensorflow as tf
 
 from shared.relevance.engine import truncate
 from shared.relevance.tokenizer import PAD_ID, Vocabulary
-from shared.relevance.weights import CLASS_NAMES, save_weights
-from shared.store.imdb import WORD_INDEX_FILE, read_split, split_path, word_index_path
+from shared.relevance.weights import CLASS_NAMES, id_words, save_weights
 
 NUM_WORDS = 10_000
 EMBEDDING_DIM = 128
@@ -53,6 +53,17 @@ class TrainConfig:
     validation_fraction: float = 0.1
     patience: int = 2
     seed: int = 1
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The labelled reviews (text, label) of both splits and the Keras word index, read by the caller, and
+    the files they came from (the exported meta records their sha256)."""
+
+    train: Sequence[tuple[str, int]]
+    test: Sequence[tuple[str, int]]
+    word_index: dict[str, int]
+    sources: Sequence[Path]
 
 
 @dataclass(frozen=True)
@@ -203,10 +214,9 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def data_checksums(imdb_dir: Path) -> dict[str, str]:
-    """sha256 of the three data files, so a weights file says exactly what it was trained and tested on."""
-    paths = [split_path(imdb_dir, "train"), split_path(imdb_dir, "test"), word_index_path(imdb_dir)]
-    return {p.name: sha256_file(p) for p in paths}
+def data_checksums(sources: Sequence[Path]) -> dict[str, str]:
+    """sha256 of the data files, so a weights file says exactly what it was trained and tested on."""
+    return {p.name: sha256_file(p) for p in sources}
 
 
 def library_versions() -> dict[str, str]:
@@ -301,20 +311,19 @@ def fit(
 
 
 def train(
-    imdb_dir: Path, output: Path, config: TrainConfig, log: Callable[[str], None] = print
+    data: TrainingData, output: Path, config: TrainConfig, log: Callable[[str], None] = print
 ) -> TrainReport:
-    """Train on the train split, evaluate on all test reviews, export weights + meta to `output`."""
+    """Train on the train split, evaluate on all test reviews, export weights, vocabulary and meta."""
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
-    vocabulary = Vocabulary.from_file(imdb_dir / WORD_INDEX_FILE, NUM_WORDS)
+    vocabulary = Vocabulary(data.word_index, NUM_WORDS)
 
-    def load(split: str) -> tuple[list[IntArray], IntArray]:
-        reviews = list(read_split(imdb_dir, split))
-        seqs = encode([r.text for r in reviews], vocabulary, config.max_length, config.truncate_keep)
-        return seqs, np.array([r.label for r in reviews], dtype=np.int32)  # (N,)
+    def load(reviews: Sequence[tuple[str, int]]) -> tuple[list[IntArray], IntArray]:
+        seqs = encode([text for text, _ in reviews], vocabulary, config.max_length, config.truncate_keep)
+        return seqs, np.array([label for _, label in reviews], dtype=np.int32)  # (N,)
 
-    train_seqs, train_labels = load("train")
-    test_seqs, test_labels = load("test")
+    train_seqs, train_labels = load(data.train)
+    test_seqs, test_labels = load(data.test)
     log(f"{len(train_seqs)} train and {len(test_seqs)} test reviews, max length {config.max_length}")
 
     model = build_model()
@@ -340,10 +349,10 @@ def train(
         "seed": config.seed,
         "training": asdict(config),
         "history": history,
-        "data_sha256": data_checksums(imdb_dir),
+        "data_sha256": data_checksums(data.sources),
         "versions": library_versions(),
     }
-    save_weights(output, export_arrays(model), meta)
+    save_weights(output, export_arrays(model), id_words(data.word_index, NUM_WORDS), meta)
     log(f"test accuracy {accuracy:.4f}, confusion matrix (rows true, columns predicted) {matrix}")
     log(f"trained {epochs} epochs (kept epoch {best_epoch}) in {train_seconds:.0f} s; wrote {output}")
     return report

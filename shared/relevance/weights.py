@@ -1,4 +1,5 @@
-"""The exported model: one `.npz` file in Keras layout (gate order i, f, c, o) plus JSON metadata."""
+"""The exported model: one `.npz` file in Keras layout (gate order i, f, c, o), the vocabulary the model was
+trained with (the word of each token id) and JSON metadata, so explaining a text needs this file only."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from shared.relevance.tokenizer import INDEX_FROM
+
 ARRAY_KEYS = (
     "embedding",
     "lstm_kernel",
@@ -20,11 +23,12 @@ ARRAY_KEYS = (
     "dense_kernel",
     "dense_bias",
 )
+VOCABULARY_KEY = "vocabulary"  # the word of each token id; "" for the ids that stand for no word
 CLASS_NAMES = ("negative", "positive")
 
 
 class WeightsError(ValueError):
-    """The weights file is missing, unreadable or not an Embedding -> LSTM -> Dense model."""
+    """The weights file is missing, unreadable, or not an Embedding -> LSTM -> Dense model with vocabulary."""
 
 
 @dataclass(frozen=True)
@@ -37,8 +41,9 @@ class ModelWeights:
     lstm_bias: npt.NDArray[np.float64]  # (4H,)
     dense_kernel: npt.NDArray[np.float64]  # (H, C)
     dense_bias: npt.NDArray[np.float64]  # (C,)
+    words: tuple[str, ...] = ()  # (V,) the word of each token id, "" for padding, start, unknown, unused
     meta: dict[str, Any] = field(default_factory=dict)
-    checksum: str = ""  # sha256 of the file it was loaded from
+    checksum: str = ""  # sha256 of the file it was loaded from (arrays, vocabulary and meta)
 
     @property
     def vocab_size(self) -> int:
@@ -100,6 +105,24 @@ def check_shapes(arrays: dict[str, npt.NDArray[Any]]) -> None:
         raise WeightsError("inconsistent weights: " + "; ".join(problems))
 
 
+def id_words(word_index: dict[str, int], num_words: int) -> list[str]:
+    """The word of each token id below num_words, from a Keras word index (word -> rank; id = rank + 3)."""
+    words = [""] * num_words
+    for word, rank in word_index.items():
+        if rank + INDEX_FROM < num_words:
+            words[rank + INDEX_FROM] = word
+    return words
+
+
+def check_vocabulary(words: npt.NDArray[Any], vocab_size: int) -> None:
+    """Raise WeightsError unless `words` holds one string per row of the embedding."""
+    if words.dtype.kind != "U" or words.shape != (vocab_size,):
+        raise WeightsError(
+            f"the vocabulary must hold one word per embedding row: {vocab_size} strings, got "
+            f"{words.shape} of {words.dtype}"
+        )
+
+
 def load_weights(path: Path) -> ModelWeights:
     """Load and validate a weights file; any problem becomes a WeightsError with a clear message."""
     try:
@@ -112,6 +135,9 @@ def load_weights(path: Path) -> ModelWeights:
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise WeightsError(f"{path} is not a readable .npz weights file: {exc}") from exc
     check_shapes(arrays)
+    if VOCABULARY_KEY not in arrays:
+        raise WeightsError(f"{path} has no vocabulary; export it again with `relevance train`")
+    check_vocabulary(arrays[VOCABULARY_KEY], arrays["embedding"].shape[0])
     meta: dict[str, Any] = {}
     if "meta" in arrays:
         try:
@@ -120,15 +146,21 @@ def load_weights(path: Path) -> ModelWeights:
             raise WeightsError(f"{path}: meta is not valid JSON: {exc}") from exc
     return ModelWeights(
         **{k: np.asarray(arrays[k], dtype=np.float64) for k in ARRAY_KEYS},
+        words=tuple(arrays[VOCABULARY_KEY].tolist()),
         meta=meta,
         checksum=hashlib.sha256(raw).hexdigest(),
     )
 
 
-def save_weights(path: Path, arrays: dict[str, npt.NDArray[Any]], meta: dict[str, Any]) -> None:
-    """Write the one-file export (float32 arrays + meta JSON string)."""
+def save_weights(
+    path: Path, arrays: dict[str, npt.NDArray[Any]], words: list[str], meta: dict[str, Any]
+) -> None:
+    """Write the one-file export: float32 arrays, the word of each token id (see `id_words`), meta JSON."""
     check_shapes(arrays)
+    vocabulary = np.array(words, dtype=str)  # (V,)
+    check_vocabulary(vocabulary, arrays["embedding"].shape[0])
     path.parent.mkdir(parents=True, exist_ok=True)
     payload: dict[str, Any] = {k: np.asarray(arrays[k], dtype=np.float32) for k in ARRAY_KEYS}
+    payload[VOCABULARY_KEY] = vocabulary
     payload["meta"] = np.array(json.dumps(meta, sort_keys=True))
     np.savez_compressed(path, **payload)

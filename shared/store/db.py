@@ -15,10 +15,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.settings import PROJECT_ROOT
-
 SQLITE_BUSY_TIMEOUT_MS = 60_000  # workers and the web process write to one SQLite file
 
+MIGRATIONS = "shared.store:migrations"  # Alembic's script location, found through the importable package
 T = TypeVar("T")
 
 
@@ -57,10 +56,10 @@ def insert_for(session: Session) -> Any:
 
 
 def migrate(url: str) -> None:
-    """`alembic upgrade head` on the given database (for the demo and the tests)."""
-    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    """`alembic upgrade head` on the given database (for the demo and the tests); needs no checkout."""
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS)
     config.attributes["database_url"] = url
-    config.attributes["configure_logger"] = False
     command.upgrade(config, "head")
 
 

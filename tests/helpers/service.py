@@ -24,7 +24,7 @@ from flask.testing import FlaskClient
 
 from api import create_app
 from shared.jobs.queue import stop_embedded_redis
-from shared.relevance.weights import save_weights
+from shared.relevance.weights import id_words, save_weights
 from shared.settings import PROJECT_ROOT, Settings
 from shared.store.datasets import import_reviews
 from shared.store.db import migrate, session_factory
@@ -34,14 +34,16 @@ POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS_TEST_URL = "redis://127.0.0.1:6379/15"  # a database of its own on the machine's Redis (+ a key prefix)
 DEADLINE = 60.0  # seconds any wait for the worker may take before the test fails
 
-# A tiny vocabulary: rank r -> token id r + 3. The model below reads every id below 10,000.
+# A tiny vocabulary, stored in the test models: rank r -> token id r + 3. The models read every id below V.
 WORDS = ["the", "film", "good", "bad", "great", "awful", "plot", "actor", "boring", "script", "img", "br"]
+WORD_INDEX = {word: rank for rank, word in enumerate(WORDS, start=1)}
 POSITIVE = ["good", "great", "wonderful film", "the actor was great"]
 NEGATIVE = ["bad", "awful", "boring plot", "the script was bad"]
 
 
 def write_model(path: Path, vocab: int = 10_000, max_length: int = 40, seed: int = 0) -> Path:
-    """Random weights: V = 10,000 so every tokenizer id is valid; E and H tiny so tests are fast."""
+    """Random weights and the WORDS vocabulary: V = 10,000 so every token id is valid; E and H tiny so tests
+    are fast."""
     rng = np.random.default_rng(seed)
     E, H = 8, 6
     arrays = {
@@ -52,7 +54,8 @@ def write_model(path: Path, vocab: int = 10_000, max_length: int = 40, seed: int
         "dense_kernel": rng.normal(0, 0.5, (H, 2)),
         "dense_bias": np.zeros(2),
     }
-    save_weights(path, arrays, {"max_length": max_length, "class_names": ["negative", "positive"]})
+    meta = {"max_length": max_length, "class_names": ["negative", "positive"]}
+    save_weights(path, arrays, id_words(WORD_INDEX, vocab), meta)
     return path
 
 
@@ -65,7 +68,7 @@ def review_text(n: int, label: int) -> str:
 
 
 def write_imdb_dir(folder: Path, per_label: int) -> Path:
-    """`test.jsonl.gz` in this project's format plus a word index, sorted by id as the real files are."""
+    """`test.jsonl.gz` in this project's format, sorted by id as the real file is."""
     folder.mkdir(parents=True, exist_ok=True)
     records = [
         {"id": f"test/{name}/{n}_{rating}", "text": review_text(n, label), "label": label, "rating": rating}
@@ -76,7 +79,6 @@ def write_imdb_dir(folder: Path, per_label: int) -> Path:
     with gzip.open(folder / "test.jsonl.gz", "wb") as out:
         for record in records:
             out.write(orjson.dumps(record) + b"\n")
-    (folder / "imdb_word_index.json").write_bytes(orjson.dumps({w: r for r, w in enumerate(WORDS, start=1)}))
     return folder
 
 

@@ -1,4 +1,5 @@
-"""The weights file: bad files are rejected with a clear message, the committed model is accepted."""
+"""The weights file: bad files are rejected with a clear message, the committed model is accepted and carries
+its vocabulary, so explaining a text needs no data folder."""
 
 from __future__ import annotations
 
@@ -11,8 +12,21 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from shared.relevance.weights import ARRAY_KEYS, ModelWeights, WeightsError, load_weights, save_weights
+from shared.relevance.explainer import load_explainer, model_vocabulary
+from shared.relevance.tokenizer import OOV_ID, START_ID, Vocabulary
+from shared.relevance.weights import (
+    ARRAY_KEYS,
+    VOCABULARY_KEY,
+    ModelWeights,
+    WeightsError,
+    id_words,
+    load_weights,
+    save_weights,
+)
+from shared.settings import DEFAULT_MODEL_PATH
 from shared.store.imdb import split_path, word_index_path
+
+SMALL_INDEX = {"good": 1, "bad": 2, "film": 3, "dropped": 9}  # rank 9 -> id 12, beyond V = 12
 
 
 def small_arrays(V: int = 12, E: int = 3, H: int = 2, C: int = 2) -> dict[str, npt.NDArray[np.float64]]:
@@ -27,7 +41,7 @@ def small_arrays(V: int = 12, E: int = 3, H: int = 2, C: int = 2) -> dict[str, n
     }
 
 
-def write_npz(path: Path, arrays: dict[str, npt.NDArray[np.float64]]) -> Path:
+def write_npz(path: Path, arrays: dict[str, npt.NDArray[Any]]) -> Path:
     payload: dict[str, Any] = {**arrays, "meta": np.array(json.dumps({"max_length": 7}))}
     np.savez(path, **payload)
     return path
@@ -35,13 +49,44 @@ def write_npz(path: Path, arrays: dict[str, npt.NDArray[np.float64]]) -> Path:
 
 def test_round_trip(tmp_path: Path) -> None:
     arrays = small_arrays()
-    save_weights(tmp_path / "w.npz", arrays, {"max_length": 9, "truncate_keep": "end"})
+    save_weights(
+        tmp_path / "w.npz", arrays, id_words(SMALL_INDEX, 12), {"max_length": 9, "truncate_keep": "end"}
+    )
     weights = load_weights(tmp_path / "w.npz")
     for key in ARRAY_KEYS:
         np.testing.assert_allclose(getattr(weights, key), arrays[key], rtol=1e-6)
     assert (weights.vocab_size, weights.hidden_size, weights.num_classes) == (12, 2, 2)
     assert (weights.max_length, weights.keep) == (9, "end")
     assert weights.checksum == hashlib.sha256((tmp_path / "w.npz").read_bytes()).hexdigest()
+    assert weights.words == ("", "", "", "", "good", "bad", "film", "", "", "", "", "")
+
+
+def test_the_vocabulary_is_read_from_the_model_file(tmp_path: Path) -> None:
+    save_weights(tmp_path / "w.npz", small_arrays(), id_words(SMALL_INDEX, 12), {})
+    vocabulary = model_vocabulary(load_weights(tmp_path / "w.npz"))
+    assert vocabulary.tokenize("Good film, dropped bad").token_ids == [START_ID, 4, 6, OOV_ID, 5]
+    assert [vocabulary.word(i) for i in (4, 5, 6, 3, 12)] == ["good", "bad", "film", "<unk>", "<unk>"]
+
+
+def test_the_checksum_covers_the_vocabulary(tmp_path: Path) -> None:
+    arrays = small_arrays()
+    save_weights(tmp_path / "a.npz", arrays, id_words(SMALL_INDEX, 12), {})
+    save_weights(tmp_path / "b.npz", arrays, id_words({**SMALL_INDEX, "film": 4}, 12), {})
+    assert load_weights(tmp_path / "a.npz").checksum != load_weights(tmp_path / "b.npz").checksum
+
+
+def test_a_file_without_or_with_a_wrong_vocabulary_is_rejected(tmp_path: Path) -> None:
+    arrays = small_arrays()
+    with pytest.raises(WeightsError, match="has no vocabulary"):
+        load_weights(write_npz(tmp_path / "none.npz", arrays))
+    short = write_npz(tmp_path / "short.npz", {**arrays, VOCABULARY_KEY: np.array(["a", "b"])})
+    with pytest.raises(WeightsError, match=r"12 strings, got \(2,\)"):
+        load_weights(short)
+    numbers = write_npz(tmp_path / "numbers.npz", {**arrays, VOCABULARY_KEY: np.zeros(12)})
+    with pytest.raises(WeightsError, match="one word per embedding row"):
+        load_weights(numbers)
+    with pytest.raises(WeightsError, match="one word per embedding row"):
+        save_weights(tmp_path / "w.npz", arrays, ["a"] * 11, {})
 
 
 @pytest.mark.parametrize("missing", ARRAY_KEYS)
@@ -115,3 +160,24 @@ def test_committed_model_is_accepted(trained_weights: ModelWeights, imdb_dir: Pa
     assert set(meta["versions"]) == {"python", "numpy", "tensorflow", "keras"}
     files = [split_path(imdb_dir, "train"), split_path(imdb_dir, "test"), word_index_path(imdb_dir)]
     assert meta["data_sha256"] == {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def test_committed_model_carries_the_keras_vocabulary(
+    trained_weights: ModelWeights, word_index: dict[str, int], vocabulary: Vocabulary
+) -> None:
+    """The words of ids below 10,000, in id order, are the word index's; the tokenizer built from the model
+    file gives the ids the word index gives."""
+    assert list(trained_weights.words) == id_words(word_index, 10_000)
+    from_model = model_vocabulary(trained_weights)
+    text = "This film was a waste of time, cliché after cliché<br />but the score was superb"
+    assert from_model.tokenize(text) == vocabulary.tokenize(text)
+    assert [from_model.word(i) for i in range(10_000)] == [vocabulary.word(i) for i in range(10_000)]
+
+
+def test_the_installed_default_model_explains_without_a_data_folder() -> None:
+    """load_explainer reads nothing but the model file (the package's own copy by default)."""
+    assert DEFAULT_MODEL_PATH.parent.name == "model" and DEFAULT_MODEL_PATH.parent.parent.name == "relevance"
+    (review,) = load_explainer(DEFAULT_MODEL_PATH).explain(["a great film"])
+    assert not isinstance(review, str)
+    assert review.tokenized.tokens == ["<start>", "a", "great", "film"]
+    assert review.explanation.predicted_class == 1

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gzip
 import re
-import shutil
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -27,7 +26,7 @@ from shared.jobs.queue import stop_embedded_redis
 from shared.relevance.explainer import load_explainer
 from shared.settings import DEFAULT_MODEL_PATH, Settings
 from shared.store.db import session_factory
-from shared.store.imdb import read_split, split_path, word_index_path
+from shared.store.imdb import read_split, split_path
 from tests.helpers.service import Service, migrated_sqlite, start_service, stop_service
 
 REVIEW_STRIDE = 100  # every 100th real test review: 250 reviews, both labels, some longer than 400 tokens
@@ -35,13 +34,12 @@ CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 def write_sample_imdb(source: Path, folder: Path) -> Path:
-    """An IMDB_DIR with a spread of the real test reviews and the real word index."""
+    """An IMDB_DIR with a spread of the real test reviews (the vocabulary is in the model file)."""
     folder.mkdir(parents=True, exist_ok=True)
     with gzip.open(split_path(folder, "test"), "wb") as out:
         for review in list(read_split(source, "test"))[::REVIEW_STRIDE]:
             record = {"id": review.id, "text": review.text, "label": review.label, "rating": review.rating}
             out.write(orjson.dumps(record) + b"\n")
-    shutil.copy(word_index_path(source), word_index_path(folder))
     return folder
 
 
@@ -71,7 +69,7 @@ def run_job_here(settings: Settings, spec: JobSpec) -> int:
         )
         session.commit()
         job_id = job.id
-    explainer = load_explainer(settings.model_path, settings.imdb_dir)
+    explainer = load_explainer(settings.model_path)
     for batch in batches:
         run_batch(sessions, explainer, job_id, batch)
     return job_id

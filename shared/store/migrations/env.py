@@ -1,4 +1,4 @@
-"""Alembic environment: the database comes from the project's settings, the schema from shared.models."""
+"""Alembic environment: the database comes from the project settings, the schema from shared.store.models."""
 
 from __future__ import annotations
 
