@@ -75,7 +75,7 @@ def write_imdb_dir(folder: Path, per_label: int) -> Path:
         for label, name, rating in ((0, "neg", 2), (1, "pos", 9))
         for n in range(per_label)
     ]
-    records.sort(key=lambda r: r["id"])
+    records.sort(key=lambda r: str(r["id"]))
     with gzip.open(folder / "test.jsonl.gz", "wb") as out:
         for record in records:
             out.write(orjson.dumps(record) + b"\n")

@@ -29,6 +29,12 @@ from shared.store.db import session_factory
 from shared.store.imdb import read_split, split_path
 from tests.helpers.service import Service, migrated_sqlite, start_service, stop_service
 
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """`make screenshots` passes --screenshots docs/screenshots; a plain test run writes no file it keeps."""
+    parser.addoption("--screenshots", type=Path, metavar="DIR", help="save the browser tests' pictures here")
+
+
 REVIEW_STRIDE = 100  # every 100th real test review: 250 reviews, both labels, some longer than 400 tokens
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -105,6 +111,14 @@ def csrf_token(client: FlaskClient) -> str:
     match = CSRF.search(client.get("/").get_data(as_text=True))
     assert match, "the jobs page has no CSRF token"
     return match.group(1)
+
+
+@pytest.fixture(scope="session")
+def screenshots(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the browser tests put their pictures: the --screenshots folder, else a temporary one (removed
+    with the other temporary folders), so that running the tests leaves docs/screenshots/ alone."""
+    chosen: Path | None = request.config.getoption("screenshots", default=None)
+    return chosen or tmp_path_factory.mktemp("screenshots")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """The pages in a real headless Chromium (Debian's chromium + chromedriver) against a real HTTP server and a
 real Celery worker: live progress, colours against the stored relevance, hostile review text. Saves the
-README's screenshots to docs/screenshots/ (jobs, job, review and words pages)."""
+pictures of the jobs, job, review and words pages: into a temporary folder, or with `--screenshots DIR`
+(`make screenshots`) into the README's docs/screenshots/."""
 
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from selenium.webdriver.support.ui import WebDriverWait
 from shared.jobs.lifecycle import JobSpec
 from shared.jobs.queue import BULK_QUEUE
 from shared.jobs.word_stats import CACHE_FOLDER
-from shared.settings import PROJECT_ROOT
 from shared.store.db import session_factory
 from shared.store.models import Explanation, Job
 from tests.ui.conftest import LiveSite, run_job_here
@@ -40,7 +40,6 @@ FLAGS = [
     "--disable-dev-shm-usage",
     "--window-size=1400,1000",
 ]
-SCREENSHOTS = PROJECT_ROOT / "docs" / "screenshots"
 DEADLINE = 60.0
 XSS_TEXT = (
     'A fine film. <script>window.__xss=1</script> And then "><img src=x onerror="window.__xss=1"> '
@@ -67,17 +66,17 @@ def wait(driver: WebDriver, deadline: float = DEADLINE) -> WebDriverWait[WebDriv
     return WebDriverWait(driver, deadline, poll_frequency=0.05)
 
 
-def screenshot(driver: WebDriver, name: str) -> None:
-    """A full-height picture of the page for the README (also kept as a CI artefact)."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+def screenshot(driver: WebDriver, folder: Path, name: str) -> None:
+    """A full-height picture of the page (for the README with `make screenshots`)."""
+    folder.mkdir(parents=True, exist_ok=True)
     height = driver.execute_script("return document.documentElement.scrollHeight")
     driver.set_window_size(1400, min(max(int(height), 700), 1300))
-    driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+    assert driver.save_screenshot(str(folder / f"{name}.png"))
     driver.set_window_size(1400, 1000)
 
 
 def test_progress_bar_reaches_100_percent_against_a_real_worker(
-    live_site: LiveSite, browser: WebDriver
+    live_site: LiveSite, browser: WebDriver, screenshots: Path
 ) -> None:
     celery = live_site.service.app.extensions["celery"]
     # Hold the worker back until the page shows the queued job, so the page must update itself.
@@ -106,7 +105,7 @@ def test_progress_bar_reaches_100_percent_against_a_real_worker(
     with session_factory(live_site.service.settings.effective_database_url)() as session:
         job = session.get_one(Job, job_id)
         assert (job.status, job.done + job.failed) == ("succeeded", job.total)
-    screenshot(browser, "jobs")
+    screenshot(browser, screenshots, "jobs")
     # The worker that finished the job also prepared its word statistics for the words page.
     cache = live_site.service.settings.instance_dir / CACHE_FOLDER
     wait(browser).until(lambda _: list(cache.glob(f"job-{job_id}-*.npz")))
@@ -119,12 +118,14 @@ def colour_of(token: WebElement) -> tuple[int, int, int]:
     return red, green, blue
 
 
-def test_review_colours_match_the_stored_relevance_signs(live_site: LiveSite, browser: WebDriver) -> None:
+def test_review_colours_match_the_stored_relevance_signs(
+    live_site: LiveSite, browser: WebDriver, screenshots: Path
+) -> None:
     settings = live_site.service.settings
     job_id = run_job_here(settings, JobSpec(dataset="imdb-test"))
     browser.get(f"{live_site.url}/jobs/{job_id}?sort=-confidence")
     assert browser.find_element(By.ID, "match-count").text.startswith("250 reviews")
-    screenshot(browser, "job")
+    screenshot(browser, screenshots, "job")
     link = browser.find_element(By.CSS_SELECTOR, "table.reviews tbody tr:nth-child(2) a")
     review_id = link.text
     link.click()
@@ -153,14 +154,14 @@ def test_review_colours_match_the_stored_relevance_signs(live_site: LiveSite, br
                 signs["blue"] += 1
         if method != "sa":
             assert signs == {"red": int((values > 0).sum()), "blue": int((values < 0).sum())}
-    screenshot(browser, "review")
+    screenshot(browser, screenshots, "review")
     browser.get(f"{live_site.url}/jobs/{job_id}/words")
     charts = browser.find_elements(By.CSS_SELECTOR, ".words img")
     assert len(charts) == 3
     wait(browser).until(
         lambda d: all(d.execute_script("return arguments[0].naturalWidth", c) for c in charts)
     )
-    screenshot(browser, "words")
+    screenshot(browser, screenshots, "words")
 
 
 def test_hostile_review_text_is_shown_literally_and_never_runs(
