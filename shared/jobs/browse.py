@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -15,7 +16,30 @@ from shared.jobs.lifecycle import JobRequestError
 from shared.relevance.tokenizer import word_spans
 from shared.store.models import Explanation, Review
 
-SORTS = ("id", "confidence", "-confidence", "tokens", "-tokens", "word", "-word")
+
+class Sort(StrEnum):
+    """The orders of a listing (the API's `sort` and the job page's menu); "-": highest first. Failed reviews,
+    without a confidence or tokens, come last."""
+
+    ID = "id"
+    CONFIDENCE_DESC = "-confidence"
+    CONFIDENCE = "confidence"
+    TOKENS_DESC = "-tokens"
+    TOKENS = "tokens"
+    WORD_DESC = "-word"
+    WORD = "word"
+
+
+SORT_LABELS = {
+    Sort.ID: "review id",
+    Sort.CONFIDENCE_DESC: "confidence, highest first",
+    Sort.CONFIDENCE: "confidence, lowest first",
+    Sort.TOKENS_DESC: "length, longest first",
+    Sort.TOKENS: "length, shortest first",
+    Sort.WORD_DESC: "word's LRP, highest first",
+    Sort.WORD: "word's LRP, lowest first",
+}
+SORTS = tuple(s.value for s in Sort)
 # Reviews containing a word -> the word's summed LRP in each: a prebuilt index (shared.jobs.word_stats)
 # that spares scanning every review's tokens once a job has finished.
 WordLookup = Callable[[str], dict[str, float]]
@@ -28,19 +52,6 @@ SUMMARY_COLUMNS = (
     Explanation.truncated,
     Explanation.error,
 )
-
-
-def parse_probability(name: str, raw: str | None) -> float | None:
-    """A confidence bound from a query string: None when absent, ValueError unless a number in [0, 1]."""
-    if raw is None or not raw.strip():
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not 0.0 <= value <= 1.0:  # also rejects nan
-        raise ValueError(f"{name} must be a number between 0 and 1")
-    return value
 
 
 @dataclass(frozen=True)

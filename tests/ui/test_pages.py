@@ -156,14 +156,15 @@ def test_paging_walks_through_every_row_once(client: FlaskClient, site: Site) ->
 @pytest.mark.parametrize(
     ("query", "status", "message"),
     [
-        ("sort=bogus", 400, "sort must be one of"),
-        ("sort=word", 400, "needs a word"),
-        ("min_confidence=abc", 400, "must be a number"),
-        ("max_confidence=2", 400, "must be a number"),
-        ("true_class=x", 400, "must be an integer"),
-        ("correct=maybe", 400, "true or false"),
+        ("sort=bogus", 422, "sort: Input should be 'id', '-confidence'"),
+        ("sort=word", 422, "needs a word"),
+        ("min_confidence=abc", 422, "min_confidence: Input should be a valid number"),
+        ("max_confidence=2", 422, "max_confidence: Input should be less than or equal to 1"),
+        ("true_class=x", 422, "true_class: Input should be a valid integer"),
+        ("correct=maybe", 422, "correct: Input should be a valid boolean"),
         ("word=two%20words", 422, "is not a single word"),
-        ("page=0", 400, "between"),
+        ("page=0", 422, "page: Input should be greater than or equal to 1"),
+        ("page=99999999999999999999", 422, "page: Input should be less than or equal to"),
     ],
 )
 def test_bad_listing_parameters_give_an_error_page(
@@ -299,7 +300,7 @@ def test_posts_without_a_valid_csrf_token_are_rejected(
 def test_session_cookie_is_http_only_and_same_site(site: Site) -> None:
     response = site.app.test_client().get("/")
     cookie = response.headers["Set-Cookie"]
-    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" not in cookie
 
 
 def test_start_job_form_creates_a_queued_job(client: FlaskClient, site: Site) -> None:
@@ -322,8 +323,9 @@ def test_start_job_form_creates_a_queued_job(client: FlaskClient, site: Site) ->
 
 def test_bad_start_job_form_gives_an_error_page(client: FlaskClient) -> None:
     token = csrf_token(client)
-    response = client.post("/jobs", data={"dataset": "imdb-test", "limit": "-4", "csrf_token": token})
-    assert response.status_code == 422 and "positive whole number" in response.get_data(as_text=True)
+    for limit, message in (("-4", "greater than or equal to 1"), ("\u00b2", "a valid integer")):
+        response = client.post("/jobs", data={"dataset": "imdb-test", "limit": limit, "csrf_token": token})
+        assert response.status_code == 422 and message in response.get_data(as_text=True)
     response = client.post("/explain", data={"text": "   ", "csrf_token": token})
     assert response.status_code == 422
 
@@ -404,7 +406,7 @@ def test_a_failing_page_is_an_html_500_without_internals(
     def broken(*_: Any) -> None:
         raise RuntimeError("secret detail")
 
-    monkeypatch.setattr("api.ui.list_explanations", broken)
+    monkeypatch.setattr("api.pages.jobs.list_explanations", broken)
     response = client.get(f"/jobs/{site.job_id}")
     assert response.status_code == 500 and response.mimetype == "text/html"
     assert "Server error" in response.get_data(as_text=True)

@@ -1,0 +1,265 @@
+"""The API's contract, declared once: request bodies, query and path parameters and response bodies as
+pydantic models. flask-openapi3 builds /api/openapi.json from them and validates requests with them; the web
+pages parse their filters with the same models. Every limit is a schema constraint, it shows in the spec."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from shared.jobs.browse import ExplanationFilter, Sort, normalise_word
+from shared.jobs.lifecycle import PREDICTED
+from shared.relevance.methods import METHODS
+
+MAX_REQUEST_BYTES = 64 * 1024 * 1024  # a request body (Flask's MAX_CONTENT_LENGTH): larger gives 413
+MAX_TEXTS = 10_000  # texts in one job (MAX_TEXTS may lower it)
+MAX_TEXT_CHARS = (
+    100_000  # characters of one text (MAX_TEXT_CHARS may lower it); the longest IMDB review: 13,704
+)
+MAX_DB_INT = 2**31 - 1  # the databases' INTEGER: ids and counts beyond it cannot exist
+MAX_CLASS = 1_000  # a class index (the model says how many classes there are)
+MAX_PAGE = 1_000_000  # times per_page, far inside the databases' OFFSET range
+MAX_PER_PAGE = 200
+MAX_JOBS_LISTED = 1_000
+MAX_ID_CHARS = 64  # reviews.id and datasets.name are VARCHAR(64)
+NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL characters
+JOB_ID_RULE = f"<int(min=1, max={MAX_DB_INT}):job_id>"  # in a URL: ids beyond the databases' integer are 404
+
+
+def _known_method(name: str) -> str:
+    if name not in METHODS:
+        raise ValueError(f"must be one of {list(METHODS)}")
+    return name
+
+
+def _present(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty or blank")
+    return text
+
+
+Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS, pattern=NO_NUL), AfterValidator(_present)]
+Method = Annotated[str, Field(json_schema_extra={"enum": list(METHODS)}), AfterValidator(_known_method)]
+ClassIndex = Annotated[int, Field(ge=0, le=MAX_CLASS)]
+Target = Annotated[
+    ClassIndex | Annotated[str, Field(pattern=rf"^({PREDICTED}|[0-9]{{1,4}})$")],
+    Field(description=f'"{PREDICTED}" (the predicted class) or a class index, as a number or a string'),
+]
+
+
+class Strict(BaseModel):
+    """A JSON body: unknown fields are refused (a misspelt option must not be ignored silently) and types are
+    JSON's own (true is no number, "10" no integer)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _absent_not_null(schema: dict[str, Any]) -> None:
+    """A query parameter is absent or has a value; a query string cannot say null."""
+    for name, field in schema.get("properties", {}).items():
+        choices = [c for c in field.get("anyOf", []) if c != {"type": "null"}]
+        if len(choices) == 1:
+            field.pop("anyOf")
+            schema["properties"][name] = choices[0] | field
+
+
+class Query(BaseModel):
+    model_config = ConfigDict(json_schema_extra=_absent_not_null)
+
+
+class JobRequest(Strict):
+    """A job: exactly one of a dataset (optionally its first `limit` reviews) and a list of texts."""
+
+    dataset: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS, pattern=NO_NUL)
+    texts: list[Text] | None = Field(None, min_length=1, max_length=MAX_TEXTS)
+    limit: int | None = Field(None, ge=1, le=MAX_DB_INT, description="the dataset's first N reviews (by id)")
+    methods: list[Method] = Field(list(METHODS), min_length=1, max_length=len(METHODS))
+    target: Target = PREDICTED
+
+    @model_validator(mode="after")
+    def _one_source(self) -> JobRequest:
+        if (self.dataset is None) == (self.texts is None):
+            raise ValueError('give exactly one of "dataset" and "texts"')
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError("methods must be distinct")
+        return self
+
+
+class ExplainRequest(Strict):
+    """One review explained now (on the interactive queue)."""
+
+    text: Text
+    target: Target = PREDICTED
+
+
+class JobsQuery(Query):
+    limit: int = Field(50, ge=1, le=MAX_JOBS_LISTED, description="the newest N jobs")
+
+
+class JobPath(BaseModel):
+    job_id: int = Field(ge=1, le=MAX_DB_INT)
+
+
+class ExplanationPath(JobPath):
+    review_id: str = Field(min_length=1, max_length=MAX_ID_CHARS, pattern=NO_NUL)
+
+
+class ExportQuery(Query):
+    format: Literal["jsonl", "csv"] = "jsonl"
+
+
+class ListingQuery(Query):
+    """The filters and sort of a job's explanations: the API's listing and the job and review pages (which
+    carry other parameters too, so unknown ones are ignored here)."""
+
+    true_class: ClassIndex | None = None
+    predicted_class: ClassIndex | None = None
+    correct: bool | None = Field(None, description="predicted class == true class")
+    word: str | None = Field(
+        None, max_length=MAX_ID_CHARS, description="reviews containing this word (one token, any case)"
+    )
+    min_confidence: float | None = Field(None, ge=0, le=1, description="probability of the predicted class")
+    max_confidence: float | None = Field(None, ge=0, le=1)
+    sort: Sort = Sort.ID
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_is_absent(cls, data: Any) -> Any:
+        """A form field left empty (`?word=&sort=`) means no filter."""
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not (isinstance(v, str) and not v.strip())}
+        return data
+
+    @model_validator(mode="after")
+    def _word_sort_needs_a_word(self) -> ListingQuery:
+        if self.word is not None:
+            self.word = normalise_word(self.word.strip())
+        if self.sort in (Sort.WORD, Sort.WORD_DESC) and self.word is None:
+            raise ValueError("sorting by a word's relevance needs a word")
+        return self
+
+    def filter(self) -> ExplanationFilter:
+        return ExplanationFilter(
+            true_class=self.true_class,
+            predicted_class=self.predicted_class,
+            correct=self.correct,
+            word=self.word,
+            min_confidence=self.min_confidence,
+            max_confidence=self.max_confidence,
+        )
+
+
+class PageQuery(Query):
+    page: int = Field(1, ge=1, le=MAX_PAGE)
+
+
+class ExplanationsQuery(ListingQuery, PageQuery):
+    per_page: int = Field(50, ge=1, le=MAX_PER_PAGE)
+
+
+# --- responses --------------------------------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="short and machine-readable, e.g. job_not_found")
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error: 400 malformed (not JSON, not an object, too deep), 401 no or a wrong token, 404, 409, 413,
+    415 without `Content-Type: application/json`, 422 well-formed but invalid, 429 too many writes."""
+
+    error: ErrorDetail
+
+
+class Seconds(BaseModel):
+    """Worker time by phase, summed over batches."""
+
+    engine: float
+    render: float
+    write: float
+
+
+class JobOut(BaseModel):
+    id: int
+    kind: Literal["dataset", "texts"]
+    dataset: str | None
+    limit: int | None
+    target: str
+    methods: list[str]
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    total: int
+    done: int
+    failed: int
+    percent: float
+    reviews_per_second: float | None
+    eta_seconds: float | None
+    elapsed_seconds: float | None
+    accuracy: float | None
+    error: str | None
+    model_checksum: str
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    seconds: Seconds
+    url: str
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+
+
+class DatasetOut(BaseModel):
+    name: str
+    split: str
+    reviews: int
+
+
+class DatasetList(BaseModel):
+    datasets: list[DatasetOut]
+
+
+class ExplanationItem(BaseModel):
+    review_id: str
+    true_class: int | None
+    predicted_class: int | None
+    confidence: float | None
+    truncated: bool | None
+    error: str | None
+    word_relevance: float | None = Field(description="the searched word's summed LRP in the review")
+    url: str
+
+
+class ExplanationPage(BaseModel):
+    total: int
+    page: int
+    per_page: int
+    items: list[ExplanationItem]
+
+
+class Record(BaseModel):
+    """An explained review in the `relevance explain --output` format (a failed one: its id and error)."""
+
+    id: str | None
+    tokens: list[str] | None = None
+    token_ids: list[int] | None = None
+    spans: list[list[int]] | None = None
+    logits: list[float] | None = None
+    probabilities: list[float] | None = None
+    predicted_class: int | None = None
+    target_class: int | None = None
+    relevance: dict[str, list[float]] | None = None
+    lrp_rest: float | None = None
+    truncated: bool | None = None
+    error: str | None = None
+
+
+class ExplanationDetail(Record):
+    true_class: int | None
+    text: str
+    heatmap_html: str | None
+
+
+class ExplainResult(Record):
+    heatmap_html: str

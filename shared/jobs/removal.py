@@ -1,0 +1,25 @@
+"""Deleting a job: its explanation rows, the texts submitted with it, then the job itself."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete
+from sqlalchemy.orm import Session
+
+from shared.jobs.lifecycle import get_job
+from shared.store.models import FINISHED, Explanation, Job, JobStatus, Review, utcnow
+
+
+def delete_job(session: Session, job_id: int) -> None:
+    """Remove the job and its rows. A queued or running job is cancelled first (committed on its own), so
+    its remaining batches skip their work; the rows are deleted explicitly (SQLite does not cascade)."""
+    job = get_job(session, job_id)
+    if job.status not in FINISHED:
+        job.status = JobStatus.CANCELLED
+        job.finished_at = utcnow()
+        session.commit()
+    session.execute(delete(Explanation).where(Explanation.job_id == job_id))
+    if job.kind == "texts":  # a texts job's reviews are its own: ids texts/<job id>/<n>
+        prefix = f"texts/{job_id}/"
+        session.execute(delete(Review).where(Review.id.startswith(prefix, autoescape=True)))
+    session.execute(delete(Job).where(Job.id == job_id))
+    session.commit()
