@@ -1,6 +1,6 @@
 """Explanations as JSON lines and CSV, in the format of `relevance explain --output` (see the README):
 `{"id", "tokens", "token_ids", "spans", "logits", "probabilities", "predicted_class", "target_class",
-"relevance": {"lrp", "sa", "gi"}, "lrp_rest", "truncated"}`, one relevance value per token id."""
+"relevance": {method: values for each of METHODS}, "lrp_rest", "truncated"}`, one value per token id."""
 
 from __future__ import annotations
 
@@ -125,6 +125,15 @@ def jsonl_lines(rows: Iterable[ExplanationRow]) -> Iterator[bytes]:
         yield jsonl_line(row_record(row))
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet would run such a cell as a formula
+
+
+def _text_cell(value: str | None) -> str:
+    """A free-text cell (review id, error) that a spreadsheet shows as text: formula starts get a quote."""
+    text = value or ""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def _json_text(value: Any) -> str:
     return "" if value is None else orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
@@ -137,7 +146,7 @@ def csv_lines(rows: Iterable[ExplanationRow]) -> Iterator[str]:
     for row in rows:
         writer.writerow(
             [
-                row.review_id,
+                _text_cell(row.review_id),
                 "" if row.true_class is None else row.true_class,
                 "" if row.predicted_class is None else row.predicted_class,
                 "" if row.target_class is None else row.target_class,
@@ -145,7 +154,7 @@ def csv_lines(rows: Iterable[ExplanationRow]) -> Iterator[str]:
                 _json_text(row.logits),
                 "" if row.lrp_rest is None else row.lrp_rest,
                 "" if row.truncated is None else int(row.truncated),
-                row.error or "",
+                _text_cell(row.error),
                 _json_text(None if row.tokens is None else row.tokens.split("\n")),
                 _json_text(row.lrp),
                 _json_text(row.sa),
