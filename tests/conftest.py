@@ -56,5 +56,5 @@ def sample_reviews(test_reviews: list[Review]) -> list[Review]:
 
 @pytest.fixture(scope="session")
 def trained_weights(settings: Settings) -> ModelWeights:
-    """The committed model (models/imdb_lstm.npz, or MODEL_PATH)."""
+    """The committed model (shared/relevance/model/imdb_lstm.npz, or MODEL_PATH)."""
     return load_weights(settings.model_path)

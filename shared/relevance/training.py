@@ -48,7 +48,7 @@ class TrainConfig:
     truncate_keep: str = "start"
     epochs: int = 10  # upper bound; early stopping on the validation slice picks the epoch
     batch_size: int = 64
-    learning_rate: float = 5e-4  # tuned on the validation slice (models/README.md)
+    learning_rate: float = 5e-4  # tuned on the validation slice (model/README.md)
     clipnorm: float = 1.0
     validation_fraction: float = 0.1
     patience: int = 2
