@@ -75,7 +75,7 @@ def start_job(spec: JobSpec, queue: str = BULK_QUEUE) -> tuple[Job, list[str]]:
     session.commit()
     try:
         for batch in batches:
-            celery().send_task(EXPLAIN_BATCH, args=[job.id, batch], queue=queue)
+            celery().send_task(EXPLAIN_BATCH, args=[job.id, batch], queue=queue, ignore_result=True)
     except BrokerError as exc:
         current_app.logger.error("could not queue job %s: %s", job.id, exc)  # the host names stay in the log
         fail_job(sessions(), job.id, "could not queue the job: the task queue cannot be reached")

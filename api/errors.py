@@ -13,7 +13,7 @@ from typing import Any
 from flask import Flask, Response, current_app, jsonify, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
 from pydantic import ValidationError
-from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.exceptions import HTTPException, NotFound, SecurityError
 
 from shared.jobs.lifecycle import ConflictError, JobRequestError, NotFoundError
 
@@ -78,6 +78,10 @@ def _refused(exc: ApiError) -> Response:
 
 def _http_error(exc: HTTPException) -> Response:
     """Routing and protocol errors (404, 405, 413, 429, ...), keeping their headers (Allow, Retry-After)."""
+    if isinstance(exc, SecurityError):  # an untrusted Host: no URL can be built for a page, so JSON for all
+        response = jsonify(error={"code": "bad_request", "message": "this host is not served here"})
+        response.status_code = 400
+        return response
     status = exc.code or 500
     message = exc.description or exc.name
     if isinstance(exc, NotFound) and not wants_json() and exc.description == NotFound.description:

@@ -18,7 +18,6 @@ from werkzeug.exceptions import BadRequest
 from api.context import celery, db, sessions, settings, start_job, the_model
 from api.errors import ApiError
 from api.schemas import (
-    JOB_ID_RULE,
     MAX_REQUEST_BYTES,
     DatasetList,
     ErrorBody,
@@ -161,28 +160,26 @@ def list_jobs(query: JobsQuery) -> Any:
     return {"jobs": [job_json(j) for j in jobs]}
 
 
-@bp.get(f"/jobs/{JOB_ID_RULE}", responses={200: JobOut}, security=READ)
+@bp.get("/jobs/<int:job_id>", responses={200: JobOut}, security=READ)
 def show_job(path: JobPath) -> Any:
     """A job's status, counts, percent, rate, ETA, accuracy so far and worker time by phase."""
     return job_json(get_job(db(), path.job_id))
 
 
-@bp.post(
-    f"/jobs/{JOB_ID_RULE}/cancel", responses={200: JobOut, **WRITE_ERRORS, 409: ErrorBody}, security=WRITE
-)
+@bp.post("/jobs/<int:job_id>/cancel", responses={200: JobOut, **WRITE_ERRORS, 409: ErrorBody}, security=WRITE)
 def cancel(path: JobPath) -> Any:
     """Stop a queued or running job; the rows already stored stay."""
     return job_json(cancel_job(db(), path.job_id))
 
 
-@bp.delete(f"/jobs/{JOB_ID_RULE}", responses={204: None, **WRITE_ERRORS}, security=WRITE)
+@bp.delete("/jobs/<int:job_id>", responses={204: None, **WRITE_ERRORS}, security=WRITE)
 def delete(path: JobPath) -> Any:
     """Remove a job with its explanations and submitted texts (a running job is cancelled first)."""
     delete_job(db(), path.job_id)
     return Response(status=204)
 
 
-@bp.get(f"/jobs/{JOB_ID_RULE}/explanations", responses={200: ExplanationPage}, security=READ)
+@bp.get("/jobs/<int:job_id>/explanations", responses={200: ExplanationPage}, security=READ)
 def explanations(path: JobPath, query: ExplanationsQuery) -> Any:
     """A page of the job's explanations, filtered and sorted."""
     job_id = path.job_id
@@ -209,9 +206,7 @@ def explanations(path: JobPath, query: ExplanationsQuery) -> Any:
     }
 
 
-@bp.get(
-    f"/jobs/{JOB_ID_RULE}/explanations/<path:review_id>", responses={200: ExplanationDetail}, security=READ
-)
+@bp.get("/jobs/<int:job_id>/explanations/<path:review_id>", responses={200: ExplanationDetail}, security=READ)
 def explanation(path: ExplanationPath) -> Any:
     """One explained review: the export record, its text and its LRP heatmap."""
     row = db().get(Explanation, (path.job_id, path.review_id))
@@ -232,7 +227,7 @@ EXPORTED = {
 }
 
 
-@bp.get(f"/jobs/{JOB_ID_RULE}/export", responses={200: EXPORTED}, security=READ)
+@bp.get("/jobs/<int:job_id>/export", responses={200: EXPORTED}, security=READ)
 def export(path: JobPath, query: ExportQuery) -> Response:
     """Every explanation of the job, in the `relevance explain --output` format or as CSV."""
     job_id, kind = path.job_id, query.format
@@ -273,6 +268,7 @@ def explain_now(body: ExplainRequest) -> Any:
         current_app.logger.error("could not queue a single review: %s", exc)
         raise ApiError(503, "queue_unavailable", "the task queue cannot be reached") from exc
     except CeleryTimeout as exc:
+        pending.forget()  # nobody will collect its result
         raise ApiError(
             504, "timeout", "no worker answered in time; is an interactive worker running?"
         ) from exc

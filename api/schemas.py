@@ -24,7 +24,8 @@ MAX_PER_PAGE = 200
 MAX_JOBS_LISTED = 1_000
 MAX_ID_CHARS = 64  # reviews.id and datasets.name are VARCHAR(64)
 NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL characters
-JOB_ID_RULE = f"<int(min=1, max={MAX_DB_INT}):job_id>"  # in a URL: ids beyond the databases' integer are 404
+# A page's job id: beyond the databases' integer there is no such job (404); the API says 422 (JobPath).
+JOB_ID_RULE = f"<int(min=1, max={MAX_DB_INT}):job_id>"
 
 
 def _known_method(name: str) -> str:
@@ -117,7 +118,10 @@ class ListingQuery(Query):
     predicted_class: ClassIndex | None = None
     correct: bool | None = Field(None, description="predicted class == true class")
     word: str | None = Field(
-        None, max_length=MAX_ID_CHARS, description="reviews containing this word (one token, any case)"
+        None,
+        max_length=MAX_ID_CHARS,
+        pattern=NO_NUL,
+        description="reviews containing this word (one token, any case)",
     )
     min_confidence: float | None = Field(None, ge=0, le=1, description="probability of the predicted class")
     max_confidence: float | None = Field(None, ge=0, le=1)

@@ -154,7 +154,8 @@ def register(app: Flask) -> None:
     s: Settings = app.config["SETTINGS"]
     app.secret_key = secret_key(app)
     app.session_interface = SessionOverHttps()
-    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Strict")
+    if app.config.get("SESSION_COOKIE_SAMESITE") is None:  # Flask's default sends it cross-site too
+        app.config["SESSION_COOKIE_SAMESITE"] = "Strict"
     app.config["TRUSTED_HOSTS"] = list(s.trusted_hosts) or None
     if s.proxy_hops:  # X-Forwarded-For/-Proto/-Host from that many proxies: the client's address and scheme
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
@@ -172,5 +173,6 @@ def register(app: Flask) -> None:
         application_limits=[write_limit],
         application_limits_exempt_when=lambda: request.method in SAFE_METHODS,
         headers_enabled=True,
+        swallow_errors=True,  # with Redis down, writes fail on the queue (503), not on the counter
         enabled=bool(s.write_rate_limit),
     )

@@ -118,6 +118,15 @@ def status(job_id: int) -> None:
 
 @click.command()
 @click.argument("job_id", type=int)
+def delete(job_id: int) -> None:
+    """Remove a job with its explanations (a running job is cancelled first)."""
+    api = Api(Settings.from_env())
+    api.call("DELETE", f"/api/jobs/{job_id}", headers={"Content-Type": "application/json"})
+    click.echo(f"job {job_id} deleted")
+
+
+@click.command()
+@click.argument("job_id", type=int)
 @click.option("--format", "kind", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
 @click.option(
     "--output", type=click.File("wb"), default="-", help="File to write (default: standard output)."

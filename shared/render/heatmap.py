@@ -118,7 +118,7 @@ def render_heatmap(
         for i, label in zip(shade_indices(shown, scale, signed).tolist(), labels, strict=True)
     ]
     starts, ends = bounds[:, 0], bounds[:, 1]
-    gap_starts = np.concatenate([[0], ends[:-1]]).astype(np.intp)  # (L,)
+    gap_starts = np.concatenate([[0], ends[:-1]])[: len(starts)].astype(np.intp)  # (L,); none for no word
     gaps, words = doc.pieces(gap_starts, starts), doc.pieces(starts, ends)
     breaks = np.asarray(doc.break_starts, dtype=np.intp)  # (tags,)
     tagged = np.searchsorted(breaks, gap_starts) != np.searchsorted(breaks, starts)  # (L,) a tag in the gap
