@@ -61,6 +61,10 @@ class Settings:
     max_text_chars: int = 100_000  # one submitted review; the longest IMDB review has 13,704
     max_texts: int = 10_000  # reviews in one texts job
     explain_timeout: float = 10.0  # seconds POST /api/explain waits for a worker
+    stall_seconds: float = 120.0  # a queued or running job without progress this long has its batches re-sent
+    sweep_seconds: float = 30.0  # how often `celery -A worker beat` looks for stalled jobs
+    batch_retries: int = 8  # retries (exponential backoff up to a minute) of a batch the database refused
+    max_deliveries: int = 3  # starts of a batch that never came back (killed, timed out) before giving up
     imdb_archive_url: str = IMDB_ARCHIVE_URL
     imdb_archive_sha256: str = IMDB_ARCHIVE_SHA256
 
@@ -80,17 +84,21 @@ class Settings:
             redis_url=env.get("REDIS_URL", ""),
             redis_prefix=env.get("REDIS_PREFIX", ""),
             api_token=env.get("API_TOKEN", ""),
-            secret_key=env.get("SECRET_KEY", ""),
-            api_url=env.get("RELEVANCE_API_URL") or "http://127.0.0.1:5000",
-            batch_size=_env_number("BATCH_SIZE", 500, int),
-            engine_chunk_size=_env_number("ENGINE_CHUNK_SIZE", 500, int),
             api_read_token=env.get("API_READ_TOKEN", ""),
             trusted_hosts=tuple(h.strip() for h in env.get("TRUSTED_HOSTS", "").split(",") if h.strip()),
             proxy_hops=_env_number("PROXY_HOPS", 0, int),
             write_rate_limit=env.get("RATE_LIMIT_WRITES", "60 per minute"),
+            secret_key=env.get("SECRET_KEY", ""),
+            api_url=env.get("RELEVANCE_API_URL") or "http://127.0.0.1:5000",
+            batch_size=_env_number("BATCH_SIZE", 500, int),
+            engine_chunk_size=_env_number("ENGINE_CHUNK_SIZE", 500, int),
             max_text_chars=_env_number("MAX_TEXT_CHARS", 100_000, int),
             max_texts=_env_number("MAX_TEXTS", 10_000, int),
             explain_timeout=_env_number("EXPLAIN_TIMEOUT", 10.0, float),
+            stall_seconds=_env_number("STALL_SECONDS", 120.0, float),
+            sweep_seconds=_env_number("SWEEP_SECONDS", 30.0, float),
+            batch_retries=_env_number("BATCH_RETRIES", 8, int),
+            max_deliveries=_env_number("MAX_DELIVERIES", 3, int),
             imdb_archive_url=env.get("IMDB_ARCHIVE_URL") or IMDB_ARCHIVE_URL,
             imdb_archive_sha256=env.get("IMDB_ARCHIVE_SHA256") or IMDB_ARCHIVE_SHA256,
         )

@@ -1,32 +1,67 @@
-"""The tasks: thin wrappers that take ids (or one text) and call the pure functions in `shared/`."""
+"""The tasks: thin wrappers that take ids (or one text) and call the pure functions in `shared/`.
+
+A batch never fails its job: a database that refuses it (restarting, deadlocked) gets it retried with
+exponential backoff; a batch that still fails after every retry, or fails another way, stores its reviews as
+failed with the reason. A batch out of time goes back to the queue, where its delivery count gives it up.
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Any, cast
 
 import orjson
+from celery import Task
+from celery.exceptions import Reject, SoftTimeLimitExceeded
+from celery.signals import worker_ready
+from celery.utils.log import get_task_logger
+from sqlalchemy.orm import Session, sessionmaker
 
-from shared.jobs.batches import run_batch
+from shared.jobs.batches import TRANSIENT_ERRORS, fail_reviews, run_batch
 from shared.jobs.export import jsonl_line, review_record
-from shared.jobs.lifecycle import check_text_sizes, fail_job, parse_target
-from shared.jobs.queue import EXPLAIN_BATCH, EXPLAIN_TEXT
+from shared.jobs.lifecycle import check_text_sizes, parse_target
+from shared.jobs.queue import BULK_QUEUE, EXPLAIN_BATCH, EXPLAIN_TEXT, REQUEUE_STALLED, RETRY_BACKOFF_MAX
+from shared.jobs.recovery import requeue_stalled
 from shared.jobs.word_stats import prepare_when_finished
 from shared.render.heatmap import render_heatmap
-from shared.store.db import session_factory
+from shared.store.db import make_engine, session_factory
 from worker.app import app, explainer, settings
 
+log = get_task_logger(__name__)
 
-def explain_batch(job_id: int, review_ids: list[str]) -> str:
-    """One batch of a bulk job; a failure of the whole batch (not of one review) fails the job."""
+
+def explain_batch(task: Task[Any, Any], job_id: int, review_ids: list[str]) -> None:
+    """One batch of a bulk job; logs one line (job, reviews, seconds, what happened)."""
+    started = time.perf_counter()
     sessions = session_factory(settings.effective_database_url)
     try:
-        outcome = run_batch(sessions, explainer(), job_id, review_ids)
-    except Exception as exc:
-        fail_job(sessions, job_id, f"batch of {len(review_ids)} reviews failed: {type(exc).__name__}: {exc}")
-        raise
+        outcome = run_batch(sessions, explainer(), job_id, review_ids, max_deliveries=settings.max_deliveries)
+    except SoftTimeLimitExceeded as exc:  # its start stays counted: back to the queue, given up in time
+        log.warning(
+            "batch job=%d reviews=%d out of time after %.1f s", job_id, len(review_ids), _since(started)
+        )
+        raise Reject(exc, requeue=True) from exc
+    except TRANSIENT_ERRORS as exc:
+        if task.request.retries < settings.batch_retries:
+            log.warning("batch job=%d reviews=%d will be retried: %s", job_id, len(review_ids), exc)
+            raise  # autoretry_for: again after an exponential backoff
+        outcome = fail_reviews(
+            sessions, job_id, review_ids, f"failed after {task.request.retries} retries: {exc}"
+        )
+    except Exception as exc:  # not the database's moment: retrying would fail the same way
+        log.exception("batch job=%d reviews=%d failed", job_id, len(review_ids))
+        outcome = fail_reviews(sessions, job_id, review_ids, f"batch failed: {type(exc).__name__}: {exc}")
+    for batch in outcome.split:
+        app.send_task(EXPLAIN_BATCH, args=[job_id, batch], queue=BULK_QUEUE)
+    log.info(
+        "batch job=%d reviews=%d seconds=%.3f %s", job_id, len(review_ids), _since(started), outcome.summary
+    )
     with sessions() as session:  # the web UI's word statistics, ready before anyone opens the job
         prepare_when_finished(session, settings.instance_dir, settings.effective_database_url, job_id)
-    return outcome
+
+
+def _since(started: float) -> float:
+    return time.perf_counter() - started
 
 
 def explain_text(text: str, target: str) -> dict[str, Any]:
@@ -43,5 +78,43 @@ def explain_text(text: str, target: str) -> dict[str, Any]:
     return cast(dict[str, Any], orjson.loads(jsonl_line(record)))
 
 
-explain_batch_task = app.task(name=EXPLAIN_BATCH, ignore_result=True)(explain_batch)
+def requeue() -> int:
+    """Send again the missing reviews of stalled jobs (beat's schedule); returns how many."""
+    return requeue_from(session_factory(settings.effective_database_url))
+
+
+def requeue_on_start(**_: Any) -> None:
+    """A worker that starts re-sends what stalled while none ran. On an engine of its own: the main process
+    forks the pool's processes, which must not inherit its connections."""
+    engine = make_engine(settings.effective_database_url)
+    try:
+        requeue_from(sessionmaker(engine))
+    except Exception:  # the worker serves anyway; beat's schedule tries again
+        log.exception("the start-up re-queue sweep failed")
+    finally:
+        engine.dispose()
+
+
+def requeue_from(sessions: sessionmaker[Session]) -> int:
+    requeued = requeue_stalled(sessions, send_batch, settings.stall_seconds)
+    for job in requeued:
+        log.warning("job=%d stalled: re-sent %d reviews in %d batches", job.job_id, job.reviews, job.batches)
+    return sum(job.reviews for job in requeued)
+
+
+def send_batch(job_id: int, review_ids: list[str]) -> None:
+    app.send_task(EXPLAIN_BATCH, args=[job_id, review_ids], queue=BULK_QUEUE)
+
+
+explain_batch_task = app.task(
+    name=EXPLAIN_BATCH,
+    bind=True,
+    ignore_result=True,
+    autoretry_for=TRANSIENT_ERRORS,
+    max_retries=settings.batch_retries,
+    retry_backoff=True,
+    retry_backoff_max=RETRY_BACKOFF_MAX,
+)(explain_batch)
 explain_text_task = app.task(name=EXPLAIN_TEXT)(explain_text)
+requeue_task = app.task(name=REQUEUE_STALLED, ignore_result=True)(requeue)
+worker_ready.connect(requeue_on_start)

@@ -1,25 +1,34 @@
-"""One batch of a job: the pure function behind the worker task.
+"""One batch of a job: the pure functions behind the worker task.
 
-A batch explains its reviews, then in ONE transaction inserts its rows (ON CONFLICT (job_id, review_id) DO
-NOTHING, so a redelivered batch adds nothing) and bumps the job's counters by the rows it really inserted;
-the transaction that brings done + failed to the total marks the job succeeded.
+A batch explains those of its reviews that have no row yet, then in ONE transaction inserts their rows (ON
+CONFLICT (job_id, review_id) DO NOTHING, so a batch delivered twice at once adds nothing) and bumps the job's
+counters by the rows it really inserted; the transaction that brings done + failed to the total marks the job
+succeeded. Before it works, a batch counts its start in `batch_deliveries` (a start that ends in a transient
+database error is refunded): a batch started more than `max_deliveries` times never came back each time (its
+process was killed or timed out), so it is split into single reviews, and a single review is stored as failed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-from sqlalchemy import select, update
+from sqlalchemy import exists, select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.jobs.lifecycle import fail_job, parse_target
 from shared.relevance.explainer import ExplainedReview, Explainer
 from shared.render.heatmap import render_heatmap
 from shared.store.db import insert_for
-from shared.store.models import FINISHED, Explanation, Job, JobStatus, Review, utcnow
+from shared.store.models import FINISHED, BatchDelivery, Explanation, Job, JobStatus, Review, utcnow
+
+# What a database that is restarting, unreachable, deadlocked or locked raises: worth retrying the batch.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
 
 
 class ReviewText(Protocol):
@@ -28,6 +37,14 @@ class ReviewText(Protocol):
     id: str
     text: str
     label: int | None
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What a batch did, for the worker's log line; `split` holds the batches to send in its place."""
+
+    summary: str
+    split: tuple[list[str], ...] = ()
 
 
 def explanation_values(
@@ -59,40 +76,56 @@ def explanation_values(
     return row
 
 
-def run_batch(
-    session_factory: sessionmaker[Session], explainer: Explainer, job_id: int, review_ids: Sequence[str]
+def pending_reviews(session: Session, job_id: int, review_ids: Sequence[str]) -> list[Any]:
+    """The batch's reviews (id, text, label) that have no row in this job yet, in id order."""
+    stored = exists().where(Explanation.job_id == job_id, Explanation.review_id == Review.id)
+    query = select(Review.id, Review.text, Review.label).where(Review.id.in_(review_ids), ~stored)
+    return list(session.execute(query.order_by(Review.id)).all())
+
+
+def record_start(session_factory: sessionmaker[Session], job_id: int, review_ids: Sequence[str]) -> int:
+    """Count a start of this batch (and start the job, or move its progress clock); returns the count."""
+    key = {"job_id": job_id, "first_review_id": review_ids[0], "size": len(review_ids)}
+    with session_factory.begin() as session:
+        starts: int = session.execute(
+            insert_for(session)(BatchDelivery)
+            .values(**key, starts=1)
+            .on_conflict_do_update(index_elements=list(key), set_={"starts": BatchDelivery.starts + 1})
+            .returning(BatchDelivery.starts)
+        ).scalar_one()
+        now = utcnow()
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+            .values(status=JobStatus.RUNNING, started_at=now)
+        )
+        session.execute(update(Job).where(Job.id == job_id).values(progressed_at=now))
+    return starts
+
+
+def refund_start(session_factory: sessionmaker[Session], job_id: int, review_ids: Sequence[str]) -> None:
+    """Take back a start that ended in an error the batch survived (it is retried, not lost)."""
+    with session_factory.begin() as session:
+        session.execute(
+            update(BatchDelivery)
+            .where(
+                BatchDelivery.job_id == job_id,
+                BatchDelivery.first_review_id == review_ids[0],
+                BatchDelivery.size == len(review_ids),
+            )
+            .values(starts=BatchDelivery.starts - 1)
+        )
+
+
+def store_rows(
+    session_factory: sessionmaker[Session],
+    job_id: int,
+    rows: list[dict[str, Any]],
+    seconds: tuple[float, float],
 ) -> str:
-    """Explain and store one batch of a job; safe to run twice. Returns what happened, for the worker log."""
-    with session_factory() as session:
-        job = session.get(Job, job_id)
-        if job is None or job.status in FINISHED:
-            return f"skipped: job {job_id} is {'gone' if job is None else job.status}"
-        if job.model_checksum != explainer.weights.checksum:
-            message = (
-                f"worker model {explainer.weights.checksum[:12]} is not the job's {job.model_checksum[:12]}"
-            )
-            fail_job(session_factory, job_id, message)
-            return f"failed: {message}"
-        methods, target = job.method_list, parse_target(job.target)
-        if job.status == JobStatus.QUEUED:
-            session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
-                .values(status=JobStatus.RUNNING, started_at=utcnow())
-            )
-            session.commit()
-        reviews = session.execute(
-            select(Review.id, Review.text, Review.label).where(Review.id.in_(review_ids)).order_by(Review.id)
-        ).all()
-
+    """Insert the rows that are not there yet and bump the job's counters by them, in one transaction;
+    `seconds` is the time the rows took to explain and to render. Returns a summary for the log."""
     started = time.perf_counter()
-    results = explainer.explain([r.text for r in reviews], target)
-    explained = time.perf_counter()
-    rows = [
-        explanation_values(job_id, r, result, methods) for r, result in zip(reviews, results, strict=True)
-    ]
-    rendered = time.perf_counter()
-
     with session_factory.begin() as session:
         # executemany ("insertmanyvalues"): one cached statement; returns the rows it really inserted.
         statement = (
@@ -101,9 +134,9 @@ def run_batch(
             .returning(Explanation.error, Explanation.predicted_class, Explanation.true_class)
         )
         inserted = session.execute(statement, rows).all()
-        written = time.perf_counter()
         ok = [r for r in inserted if r.error is None]
         labelled = [r for r in ok if r.true_class is not None]
+        now = utcnow()
         counters = session.execute(
             update(Job)
             .where(Job.id == job_id)
@@ -112,14 +145,78 @@ def run_batch(
                 failed=Job.failed + len(inserted) - len(ok),
                 labelled=Job.labelled + len(labelled),
                 correct=Job.correct + sum(r.predicted_class == r.true_class for r in labelled),
-                engine_seconds=Job.engine_seconds + (explained - started),
-                render_seconds=Job.render_seconds + (rendered - explained),
-                write_seconds=Job.write_seconds + (written - rendered),
+                engine_seconds=Job.engine_seconds + seconds[0],
+                render_seconds=Job.render_seconds + seconds[1],
+                write_seconds=Job.write_seconds + (time.perf_counter() - started),
+                progressed_at=now,
             )
-            .returning(Job.done, Job.failed, Job.total, Job.status)
+            .returning(Job.done, Job.failed, Job.total)
         ).one()
-        if counters.done + counters.failed >= counters.total and counters.status not in FINISHED:
+        if counters.done + counters.failed >= counters.total:
+            # Conditional: a job cancelled (or failed) before this commit keeps that status.
             session.execute(
-                update(Job).where(Job.id == job_id).values(status=JobStatus.SUCCEEDED, finished_at=utcnow())
+                update(Job)
+                .where(Job.id == job_id, Job.status.not_in(FINISHED))
+                .values(status=JobStatus.SUCCEEDED, finished_at=now)
             )
     return f"stored {len(inserted)} of {len(rows)} rows ({len(inserted) - len(ok)} failed)"
+
+
+def fail_reviews(
+    session_factory: sessionmaker[Session], job_id: int, review_ids: Sequence[str], reason: str
+) -> BatchOutcome:
+    """Store the batch's reviews that have no row yet as failed with the reason (the job goes on)."""
+    with session_factory() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.status in FINISHED:
+            return BatchOutcome(f"skipped: job {job_id} is {'gone' if job is None else job.status}")
+        methods = job.method_list
+        reviews = pending_reviews(session, job_id, review_ids)
+    rows = [explanation_values(job_id, review, reason[:2000], methods) for review in reviews]
+    return BatchOutcome(f"{store_rows(session_factory, job_id, rows, (0.0, 0.0))}: {reason}")
+
+
+def run_batch(
+    session_factory: sessionmaker[Session],
+    explainer: Explainer,
+    job_id: int,
+    review_ids: Sequence[str],
+    *,
+    max_deliveries: int,
+) -> BatchOutcome:
+    """Explain and store one batch of a job; safe to run twice, or at once in two places."""
+    with session_factory() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.status in FINISHED:
+            return BatchOutcome(f"skipped: job {job_id} is {'gone' if job is None else job.status}")
+        if job.model_checksum != explainer.weights.checksum:
+            message = (
+                f"worker model {explainer.weights.checksum[:12]} is not the job's {job.model_checksum[:12]}"
+            )
+            fail_job(session_factory, job_id, message)
+            return BatchOutcome(f"failed: {message}")
+        methods, target = job.method_list, parse_target(job.target)
+        reviews = pending_reviews(session, job_id, review_ids)
+    if not reviews:
+        return BatchOutcome(f"nothing to do: all {len(review_ids)} reviews are stored")
+
+    starts = record_start(session_factory, job_id, review_ids)
+    if starts > max_deliveries:
+        reason = f"given up after {starts - 1} deliveries that never finished (killed, or out of time)"
+        if len(reviews) > 1:  # one review is the poison, most likely: let each show which
+            return BatchOutcome(f"split into single reviews: {reason}", tuple([r.id] for r in reviews))
+        return fail_reviews(session_factory, job_id, review_ids, reason)
+
+    started = time.perf_counter()
+    results = explainer.explain([r.text for r in reviews], target)
+    explained = time.perf_counter()
+    rows = [
+        explanation_values(job_id, r, result, methods) for r, result in zip(reviews, results, strict=True)
+    ]
+    seconds = (explained - started, time.perf_counter() - explained)
+    try:
+        return BatchOutcome(store_rows(session_factory, job_id, rows, seconds))
+    except TRANSIENT_ERRORS:
+        with contextlib.suppress(*TRANSIENT_ERRORS):  # a database still away keeps the count: rare, bounded
+            refund_start(session_factory, job_id, review_ids)
+        raise

@@ -159,13 +159,19 @@ def fail_job(session_factory: sessionmaker[Session], job_id: int, message: str) 
 
 
 def cancel_job(session: Session, job_id: int) -> Job:
-    """Stop a queued or running job: batches not yet started skip their work; finished rows stay."""
+    """Stop a queued or running job: batches not yet started skip their work; finished rows stay. One
+    conditional update, so a cancel racing the last batch loses to a job that has just succeeded (409)."""
     job = get_job(session, job_id)
-    if job.status in FINISHED:
-        raise ConflictError("job_finished", f"job {job_id} is already {job.status}")
-    job.status = JobStatus.CANCELLED
-    job.finished_at = utcnow()
+    cancelled = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status.not_in(FINISHED))
+        .values(status=JobStatus.CANCELLED, finished_at=utcnow())
+        .returning(Job.id)
+    ).first()
     session.commit()
+    session.refresh(job)  # what the update found: cancelled now, or what finished first
+    if cancelled is None:
+        raise ConflictError("job_finished", f"job {job_id} is already {job.status}")
     return job
 
 

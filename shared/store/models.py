@@ -152,6 +152,8 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When a batch last started or stored rows (or the job was created or re-queued): the sweep's clock.
+    progressed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     @property
     def method_list(self) -> list[str]:
@@ -185,3 +187,15 @@ class Explanation(Base):
     lrp_rest: Mapped[float | None] = mapped_column(Float)
     truncated: Mapped[bool | None]
     heatmap_html: Mapped[str | None] = mapped_column(Text)  # LRP heatmap, escaped tokens, one span each
+
+
+class BatchDelivery(Base):
+    """How often a batch of a job was started with reviews still to do, counted before it works: a batch
+    whose starts never came back (its process was killed, or ran out of time) is given up after a few."""
+
+    __tablename__ = "batch_deliveries"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    first_review_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(Integer, primary_key=True)
+    starts: Mapped[int] = mapped_column(Integer)

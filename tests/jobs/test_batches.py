@@ -8,6 +8,7 @@ import pytest
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from shared.jobs.batches import run_batch
 from shared.jobs.lifecycle import JobSpec, create_job, model_info
@@ -33,8 +34,8 @@ def test_a_failing_review_is_recorded_with_its_reason_and_the_job_goes_on(tmp_pa
         session.commit()
     assert batches == [[f"texts/{job.id}/{n}" for n in range(3)]]
 
-    assert run_batch(sessions, explainer, job.id, batches[0]) == "stored 3 of 3 rows (1 failed)"
-    assert run_batch(sessions, explainer, job.id, batches[0]).startswith("skipped")  # the job is done
+    assert run(sessions, explainer, job.id, batches[0]) == "stored 3 of 3 rows (1 failed)"
+    assert run(sessions, explainer, job.id, batches[0]).startswith("skipped")  # the job is done
     with sessions() as session:
         stored = session.get_one(Job, job.id)
         assert (stored.status, stored.done, stored.failed) == ("succeeded", 2, 1)
@@ -53,8 +54,8 @@ def test_a_batch_redone_while_the_job_runs_adds_nothing(tmp_path: Path) -> None:
     with sessions() as session:
         job, batches = create_job(session, JobSpec(texts=("good",) * 5), model_info(model), 2, 10, 1000)
         session.commit()
-    assert run_batch(sessions, explainer, job.id, batches[0]) == "stored 2 of 2 rows (0 failed)"
-    assert run_batch(sessions, explainer, job.id, batches[0]) == "stored 0 of 2 rows (0 failed)"
+    assert run(sessions, explainer, job.id, batches[0]) == "stored 2 of 2 rows (0 failed)"
+    assert run(sessions, explainer, job.id, batches[0]) == "nothing to do: all 2 reviews are stored"
     with sessions() as session:
         stored = session.get_one(Job, job.id)
         assert (stored.status, stored.done) == ("running", 2)
@@ -69,10 +70,15 @@ def test_a_worker_with_another_model_fails_the_job(tmp_path: Path) -> None:
         job, batches = create_job(session, JobSpec(texts=("good",)), model_info(model), 2, 10, 1000)
         session.commit()
     explainer = Explainer(load_weights(other), Vocabulary({}, 10_000))
-    assert run_batch(sessions, explainer, job.id, batches[0]).startswith("failed")
+    assert run(sessions, explainer, job.id, batches[0]).startswith("failed")
     with sessions() as session:
         stored = session.get_one(Job, job.id)
         assert stored.status == "failed" and stored.error is not None and "model" in stored.error
+
+
+def run(sessions: sessionmaker[Session], explainer: Explainer, job_id: int, review_ids: list[str]) -> str:
+    """run_batch as the worker calls it; its summary."""
+    return run_batch(sessions, explainer, job_id, review_ids, max_deliveries=3).summary
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
