@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Annotated
 
 from flask import Response, abort, render_template
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel
 
 from api.context import db, query, settings
 from api.pages.common import bp, word_stats
@@ -15,12 +15,17 @@ from shared.jobs.word_stats import WordStats, cache_key, chart_png
 from shared.relevance.methods import BY_KEY, METHODS
 
 WORDS_SHOWN = 20
-MinCount = Literal[1, 2, 5, 10, 20, 50, 100]  # the choices (each one cached chart per method)
-MIN_COUNTS: tuple[int, ...] = get_args(MinCount)
+MIN_COUNTS = (1, 2, 5, 10, 20, 50, 100)  # the choices (each one cached chart per method)
+
+
+def _offered(count: int) -> int:
+    if count not in MIN_COUNTS:
+        raise ValueError(f"must be one of {', '.join(map(str, MIN_COUNTS))}")
+    return count
 
 
 class WordsQuery(BaseModel):
-    min_count: MinCount | None = None
+    min_count: Annotated[int, AfterValidator(_offered)] | None = None
 
 
 def _min_count(stats: WordStats) -> int:

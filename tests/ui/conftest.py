@@ -77,7 +77,7 @@ def run_job_here(settings: Settings, spec: JobSpec) -> int:
         job_id = job.id
     explainer = load_explainer(settings.model_path)
     for batch in batches:
-        run_batch(sessions, explainer, job_id, batch)
+        run_batch(sessions, explainer, job_id, batch, max_deliveries=settings.max_deliveries)
     return job_id
 
 

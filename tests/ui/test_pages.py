@@ -411,3 +411,8 @@ def test_a_failing_page_is_an_html_500_without_internals(
     assert response.status_code == 500 and response.mimetype == "text/html"
     assert "Server error" in response.get_data(as_text=True)
     assert "secret detail" not in response.get_data(as_text=True)
+
+
+def test_words_page_offers_its_minimum_counts_only(client: FlaskClient, site: Site) -> None:
+    body = page(client, f"/jobs/{site.job_id}/words?min_count=3", 422)
+    assert "min_count: must be one of 1, 2, 5, 10, 20, 50, 100" in body
