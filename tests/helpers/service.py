@@ -186,7 +186,8 @@ def start_service(name: str, settings: Settings, log_dir: Path) -> Service:
         REDIS_PREFIX=settings.redis_prefix,
         INSTANCE_DIR=str(settings.instance_dir),
         MODEL_PATH=str(settings.model_path),
-        IMDB_DIR=str(settings.imdb_dir),
+        # Workers read reviews from the database and the vocabulary from the model file: no data folder.
+        IMDB_DIR=str(log_dir / "no-imdb-data"),
     )
     log = log_dir / f"worker-{name}.log"
     command = [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", "bulk,interactive", "-c", "2"]
