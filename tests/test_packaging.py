@@ -10,10 +10,13 @@ import sqlite3
 import subprocess
 import sys
 import sysconfig
+import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from shared.settings import PROJECT_ROOT
 
@@ -26,6 +29,11 @@ PACKAGE_FILES = (
     "shared/store/migrations/versions/0001_service_schema.py",
 )
 DATABASE_CODE = ("sqlalchemy", "alembic")
+LOCKS = {  # each lock file and the optional dependency groups it covers besides the project's own
+    "requirements.lock": (),
+    "requirements-dev.lock": ("dev",),
+    "requirements-train.lock": ("dev", "train"),
+}
 
 
 def run(command: list[str], cwd: Path, **env: str) -> str:
@@ -67,6 +75,27 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     pip_install = [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index"]
     run([*pip_install, str(wheel)], cwd=venv)
     return venv
+
+
+def locked_versions(lock: Path) -> dict[str, str]:
+    """name -> pinned version of a pip-tools lock file."""
+    pins = [line.split("==") for line in lock.read_text().splitlines() if "==" in line and line[0].isalnum()]
+    return {canonicalize_name(name): version.split()[0] for name, version in pins}
+
+
+@pytest.mark.parametrize("lock", LOCKS)
+def test_the_lock_files_pin_every_dependency_within_its_bounds(lock: str) -> None:
+    """A dependency added to pyproject.toml without `make lock` fails here, naming the command."""
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [Requirement(r) for r in project["dependencies"]]
+    wanted += [Requirement(r) for group in LOCKS[lock] for r in project["optional-dependencies"][group]]
+    pinned = locked_versions(PROJECT_ROOT / lock)
+    for requirement in wanted:
+        version = pinned.get(canonicalize_name(requirement.name))
+        assert version is not None, f"{requirement.name} is not in {lock}: run `make lock`"
+        assert requirement.specifier.contains(version), (
+            f"{lock} pins {requirement.name} {version}: `make lock`"
+        )
 
 
 def test_the_wheel_carries_the_model_and_the_migrations(wheel: Path) -> None:
