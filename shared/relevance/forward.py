@@ -6,8 +6,9 @@ mid-review from a state saved by an earlier run, and save the states that later 
 
 Batch-major arrays (rows, features); rows are sorted longest first and right-aligned in inner batches of at
 most `max_rows` rows, so the rows running at each step are a contiguous prefix and no work is spent on
-padding. Gates are kept in the order i, f, o, g with the i, f, o columns negated once, so that a sigmoid is
-1 / (1 + exp(z)); the input projection embedding @ kernel + bias is a table gathered one step at a time.
+padding. Gates are kept in the order i, f, o, g with the i, f, o columns halved once, so that one tanh over
+all four gates gives them (sigmoid(z) = (1 + tanh(z / 2)) / 2); the input projection embedding @ kernel +
+bias is a table gathered one step at a time.
 Model: Embedding(V, E) -> LSTM(H) (Keras layout, gates i, f, c, o) -> Dense(C). Imports NumPy only.
 """
 
@@ -29,7 +30,7 @@ _KERAS_TO_IFOG = (0, 1, 3, 2)  # Keras stores i, f, c, o; we use i, f, o, g(= c)
 
 @dataclass(frozen=True)
 class ForwardModel:
-    """The weights laid out for the forward pass (gates i, f, o, g; the i, f, o columns negated)."""
+    """The weights laid out for the forward pass (gates i, f, o, g; the i, f, o columns halved)."""
 
     table: Array  # (V, 4H) embedding @ kernel + bias
     recurrent: Array  # (H, 4H)
@@ -40,11 +41,11 @@ class ForwardModel:
     def from_weights(cls, weights: ModelWeights, dtype: type[np.floating] = np.float32) -> ForwardModel:
         H = weights.hidden_size
         order = np.concatenate([np.arange(k * H, (k + 1) * H) for k in _KERAS_TO_IFOG])  # (4H,)
-        sign = np.concatenate([-np.ones(3 * H), np.ones(H)])  # (4H,) negate i, f, o
-        table = weights.embedding @ (weights.lstm_kernel[:, order] * sign) + weights.lstm_bias[order] * sign
+        scale = np.concatenate([np.full(3 * H, 0.5), np.ones(H)])  # (4H,) halve i, f, o
+        table = weights.embedding @ (weights.lstm_kernel[:, order] * scale) + weights.lstm_bias[order] * scale
         return cls(
             table=np.ascontiguousarray(table, dtype=dtype),  # (V, 4H)
-            recurrent=np.ascontiguousarray(weights.lstm_recurrent_kernel[:, order] * sign, dtype=dtype),
+            recurrent=np.ascontiguousarray(weights.lstm_recurrent_kernel[:, order] * scale, dtype=dtype),
             dense=np.ascontiguousarray(weights.dense_kernel, dtype=dtype),  # (H, C)
             dense_bias=np.ascontiguousarray(weights.dense_bias, dtype=dtype),  # (C,)
         )
@@ -68,15 +69,12 @@ class Saves:
     slots: IntArray  # (S,)
 
 
-def right_aligned(values: IntArray, keep: npt.NDArray[np.bool_]) -> tuple[IntArray, IntArray]:
-    """Pack each row's kept values, in order, at the right end of a (B, T) array; also return the lengths."""
-    lengths = keep.sum(axis=1)  # (B,)
-    width = int(lengths.max(initial=0))
-    column = width - lengths[:, None] + np.cumsum(keep, axis=1) - 1  # (B, W) target column of kept values
-    packed = np.zeros((keep.shape[0], width), dtype=values.dtype)  # (B, T)
-    rows = np.nonzero(keep)[0]  # (kept,)
-    packed[rows, column[keep]] = values[keep]
-    return packed, lengths
+def ranges(starts: IntArray, lengths: IntArray) -> IntArray:
+    """The concatenated ranges [start, start + length) of each row: (sum of lengths,)."""
+    ends = np.cumsum(lengths)  # (B,)
+    shift = np.repeat(starts - (ends - lengths), lengths)  # (total,) start minus where the row begins
+    indices: IntArray = np.arange(int(ends[-1]) if ends.size else 0) + shift  # (total,)
+    return indices
 
 
 def run(
@@ -88,15 +86,16 @@ def run(
     store: Array | None = None,
     max_rows: int = DEFAULT_MAX_ROWS,
 ) -> Array:
-    """Final hidden states (B, H) of right-aligned sequences tokens (B, T) of the given lengths, each row
+    """Final hidden states (B, H) of B token sequences, concatenated in `tokens` (sum of lengths,), each
     starting from its state start[row] = (h, c) (B, 2, H); `saves` go to `store` (slots, 2, H)."""
-    B, T = tokens.shape
+    B = lengths.shape[0]
     final = np.array(start[:, 0], dtype=model.table.dtype)  # (B, H) rows of length 0 keep their start
     if saves is None:
         saves = Saves(*(np.zeros(0, np.intp) for _ in range(3)))
     at_start = saves.steps == 0  # (S,)
     if store is not None:
         store[saves.slots[at_start]] = start[saves.rows[at_start]]
+    first_token = np.cumsum(lengths) - lengths  # (B,)
     order = np.argsort(-lengths, kind="stable")  # (B,) longest first
     batch_of_row = np.empty(B, np.intp)  # (B,)
     batch_of_row[order] = np.arange(B) // max_rows
@@ -116,9 +115,19 @@ def run(
         by_step = np.argsort(step, kind="stable")  # (s,)
         bounds = np.searchsorted(step[by_step], np.arange(width + 1))  # (width + 1,)
         batch_saves = (local[by_step], saves.slots[mine][by_step], bounds)
-        batch_tokens = np.ascontiguousarray(tokens[rows, T - width :].T)  # (width, n)
+        batch_tokens = _right_aligned(tokens, first_token[rows], lengths[rows], width)  # (width, n)
         final[rows] = _run_batch(model, batch_tokens, lengths[rows], start[rows], batch_saves, store)
     return final
+
+
+def _right_aligned(tokens: IntArray, first: IntArray, lengths: IntArray, width: int) -> IntArray:
+    """Rows' tokens as the columns of a (width, n) array, each ending at the last step."""
+    column = np.repeat(np.arange(lengths.size), lengths)  # (total,)
+    index = ranges(first, lengths)  # (total,) into tokens
+    step = index - np.repeat(first, lengths) + np.repeat(width - lengths, lengths)  # (total,)
+    aligned = np.zeros((width, lengths.size), dtype=np.intp)  # (width, n) zeros before a row starts
+    aligned[step, column] = tokens[index]
+    return aligned
 
 
 def _run_batch(
@@ -140,27 +149,25 @@ def _run_batch(
     t_buffer = np.empty((n, H), dtype)  # (n, H) scratch
     active = np.searchsorted(-lengths, -(T - np.arange(T)), side="right")  # (T,) rows running at each step
     save_rows, save_slots, bounds = saves
-    with np.errstate(over="ignore"):  # exp overflow gives the exact sigmoid limit 0
-        for t in range(T):
-            a = int(active[t])
-            h_a, c_a = h[:a], c[:a]  # (a, H) each
-            z = z_buffer[:a]  # (a, 4H)
-            np.matmul(h_a, model.recurrent, out=z)
-            z += np.take(model.table, tokens[t, :a], axis=0, out=x_buffer[:a])
-            ifo = z[:, : 3 * H]  # (a, 3H) negated pre-activations -> sigmoids
-            np.exp(ifo, out=ifo)
-            ifo += 1.0
-            np.reciprocal(ifo, out=ifo)
-            g = z[:, 3 * H :]  # (a, H)
-            np.tanh(g, out=g)
-            c_a *= z[:, H : 2 * H]
-            ig = t_buffer[:a]  # (a, H)
-            np.multiply(z[:, :H], g, out=ig)
-            c_a += ig
-            np.tanh(c_a, out=ig)
-            np.multiply(z[:, 2 * H : 3 * H], ig, out=h_a)
-            lo, hi = int(bounds[t]), int(bounds[t + 1])
-            if hi > lo and store is not None:
-                store[save_slots[lo:hi], 0] = h[save_rows[lo:hi]]
-                store[save_slots[lo:hi], 1] = c[save_rows[lo:hi]]
+    for t in range(T):
+        a = int(active[t])
+        h_a, c_a = h[:a], c[:a]  # (a, H) each
+        z = z_buffer[:a]  # (a, 4H)
+        np.matmul(h_a, model.recurrent, out=z)
+        z += np.take(model.table, tokens[t, :a], axis=0, out=x_buffer[:a])
+        np.tanh(z, out=z)
+        ifo = z[:, : 3 * H]  # (a, 3H) tanh of half the pre-activations -> sigmoids
+        ifo *= 0.5
+        ifo += 0.5
+        g = z[:, 3 * H :]  # (a, H)
+        c_a *= z[:, H : 2 * H]
+        ig = t_buffer[:a]  # (a, H)
+        np.multiply(z[:, :H], g, out=ig)
+        c_a += ig
+        np.tanh(c_a, out=ig)
+        np.multiply(z[:, 2 * H : 3 * H], ig, out=h_a)
+        lo, hi = int(bounds[t]), int(bounds[t + 1])
+        if hi > lo and store is not None:
+            store[save_slots[lo:hi], 0] = h[save_rows[lo:hi]]
+            store[save_slots[lo:hi], 1] = c[save_rows[lo:hi]]
     return h
