@@ -95,7 +95,7 @@ def test_texts_job_keeps_hostile_text_escaped(service: Service) -> None:
 
 def test_cancel_stops_within_a_batch_and_keeps_what_is_done(service: Service) -> None:
     job_id = service.client.post("/api/jobs", json={"dataset": "imdb-test"}).get_json()["id"]  # 35 batches
-    cancelled = service.client.post(f"/api/jobs/{job_id}/cancel")
+    cancelled = service.client.post(f"/api/jobs/{job_id}/cancel", json={})
     assert cancelled.status_code == 200 and cancelled.get_json()["status"] == "cancelled"
     rows_after_cancel = stored_rows(service, job_id)
     service.wait_until_idle()
@@ -107,7 +107,7 @@ def test_cancel_stops_within_a_batch_and_keeps_what_is_done(service: Service) ->
     assert rows < job["total"]
     # Once the cancel is committed, only the batch each of the two processes had already started may finish.
     assert rows - rows_after_cancel <= 2 * service.settings.batch_size
-    assert service.client.post(f"/api/jobs/{job_id}/cancel").status_code == 409
+    assert service.client.post(f"/api/jobs/{job_id}/cancel", json={}).status_code == 409
 
 
 def test_cancel_of_a_queued_job_skips_every_batch(service: Service) -> None:
@@ -115,7 +115,7 @@ def test_cancel_of_a_queued_job_skips_every_batch(service: Service) -> None:
     assert celery.control.cancel_consumer(BULK_QUEUE, reply=True)  # the worker stops taking bulk tasks
     try:
         job_id = service.client.post("/api/jobs", json={"dataset": "imdb-test", "limit": 70}).get_json()["id"]
-        assert service.client.post(f"/api/jobs/{job_id}/cancel").get_json()["status"] == "cancelled"
+        assert service.client.post(f"/api/jobs/{job_id}/cancel", json={}).get_json()["status"] == "cancelled"
     finally:
         assert celery.control.add_consumer(BULK_QUEUE, reply=True)
     service.wait_until_idle()  # all ten batches were delivered and skipped
