@@ -143,26 +143,20 @@ def deletion_curves(
 
     probability = np.zeros((N * D * R, K + 1), np.float32)  # (V, K+1)
     predicted = np.zeros((N * D * R, K + 1), np.int8)  # (V, K+1)
-    flat_ids = batch.ids.reshape(-1)  # (N W,)
     # Pass 0: each review once, whole.
-    tokens = flat_ids[ranges(np.arange(N) * W, batch.lengths)]  # (sum L,)
+    tokens = batch.ids[np.arange(W) < batch.lengths[:, None]]  # (sum L,) the reviews one after the other
     saves = _saves_for(0, parent, positions, usable, np.arange(N * D * R), review)
     start = np.zeros((N, 2, H), model.table.dtype)  # (N, 2, H)
     hidden = run(model, tokens, batch.lengths, start, saves, store)  # (N, H)
     p0, c0 = _target_probability(model, hidden, target)  # (N,), (N,)
     probability[:, 0] = np.repeat(p0, rows_per_review)
     predicted[:, 0] = np.repeat(c0, rows_per_review)
-    deleted = np.zeros(N * D * R * W, bool)  # (V W,) positions deleted so far, per variant
+    deleted = np.zeros((N * D * R, W), bool)  # (V, W) positions deleted so far, per variant
     for k in range(1, K + 1):
         variants = np.flatnonzero(usable >= k)  # (v,) rows with a k-th word to delete
         at = positions[variants, k - 1]  # (v,) the k-th deleted position
-        deleted[variants * W + at] = True
-        after = batch.lengths[review[variants]] - at - 1  # (v,) positions after it
-        offset = ranges(at + 1, after)  # (sum after,) position in the review
-        row = np.repeat(np.arange(variants.size), after)  # (sum after,)
-        kept = ~deleted[variants[row] * W + offset]  # (sum after,)
-        tokens = flat_ids[review[variants[row]][kept] * W + offset[kept]]  # (sum kept,) the rows' tokens
-        lengths = np.bincount(row[kept], minlength=variants.size)  # (v,)
+        deleted[variants, at] = True
+        tokens, lengths = _remainders(batch, review[variants], at, deleted[variants])  # (sum,), (v,)
         saves = _saves_for(k, parent, positions, usable, variants, np.arange(variants.size))
         hidden = run(model, tokens, lengths, store[variants * K + k - 1], saves, store)  # (v, H)
         probability[:, k] = probability[:, k - 1]  # reviews with fewer words repeat their last value
@@ -172,11 +166,20 @@ def deletion_curves(
         )
     probability, predicted = probability.reshape(N, D, R, K + 1), predicted.reshape(N, D, R, K + 1)
     probability[:, _LEAST, -1], predicted[:, _LEAST, -1] = probability[:, _MOST, -1], predicted[:, _MOST, -1]
-    return DeletionCurves(
-        probability=probability,
-        predicted=predicted,
-        target=target,
-    )
+    return DeletionCurves(probability=probability, predicted=predicted, target=target)
+
+
+def _remainders(
+    batch: ReadBatch, review: IntArray, at: IntArray, deleted: npt.NDArray[np.bool_]
+) -> tuple[IntArray, IntArray]:
+    """The tokens each row reads after its deleted position `at` (v,), skipping its other deleted positions
+    (v, W), concatenated (sum of lengths,), and their counts (v,)."""
+    after = batch.lengths[review] - at - 1  # (v,) positions after the deleted one
+    row = np.repeat(np.arange(at.size), after)  # (sum after,)
+    position = ranges(at + 1, after)  # (sum after,)
+    kept = ~deleted[row, position]  # (sum after,)
+    tokens = batch.ids[review[row[kept]], position[kept]]  # (sum kept,)
+    return tokens, np.bincount(row[kept], minlength=at.size)
 
 
 def _resume_parents(positions: IntArray) -> IntArray:
