@@ -42,10 +42,12 @@ class ForwardModel:
         H = weights.hidden_size
         order = np.concatenate([np.arange(k * H, (k + 1) * H) for k in _KERAS_TO_IFOG])  # (4H,)
         scale = np.concatenate([np.full(3 * H, 0.5), np.ones(H)])  # (4H,) halve i, f, o
-        table = weights.embedding @ (weights.lstm_kernel[:, order] * scale) + weights.lstm_bias[order] * scale
+        kernel = weights.lstm_kernel[:, order] * scale  # (E, 4H)
+        table = weights.embedding @ kernel + weights.lstm_bias[order] * scale  # (V, 4H)
+        recurrent = weights.lstm_recurrent_kernel[:, order] * scale  # (H, 4H)
         return cls(
             table=np.ascontiguousarray(table, dtype=dtype),  # (V, 4H)
-            recurrent=np.ascontiguousarray(weights.lstm_recurrent_kernel[:, order] * scale, dtype=dtype),
+            recurrent=np.ascontiguousarray(recurrent, dtype=dtype),  # (H, 4H)
             dense=np.ascontiguousarray(weights.dense_kernel, dtype=dtype),  # (H, C)
             dense_bias=np.ascontiguousarray(weights.dense_bias, dtype=dtype),  # (C,)
         )
