@@ -1,26 +1,39 @@
-"""Batched NumPy LSTM with three word-level explanations: LRP (epsilon, signal-take-all), SA and GI.
+"""Batched NumPy LSTM with three word-level explanations of one logit: LRP, SA and GI. Imports NumPy only.
 
-Model: Embedding(V, E) -> LSTM(H) (Keras layout, gates i, f, c, o) -> Dense(C) logits. Imports NumPy only.
+The model: Embedding(vocabulary, E) -> LSTM(H) (Keras layout, gates i, f, c, o) -> Dense(C) logits. With x_t
+the embedding of token t, the forward pass is
 
-How it is fast (../shared/notes/engine-performance.md has the measurements behind these choices):
-- Reviews are sorted by length and right-aligned to a common last step, so at every step the reviews
-  still running form a prefix of the batch: no work is ever done on padding, and nothing can leak into it.
-- Arrays are feature-major, (features, batch): each gate is a contiguous row block of the (4H, n)
-  pre-activations, and the products with the weights are single matrix products with no transposes.
-- Gates are kept in the order i, f, o, g so that one sigmoid covers a contiguous 3H block; the i, f, o rows
-  of the weights are negated once, so that sigmoid = 1 / (1 + exp(z)) needs no negation per step, and
-  their gradients carry the same sign (s (s - 1) = -s (1 - s)), which the negated weights undo.
-- The input projection embedding @ kernel + bias is a precomputed table, gathered once per batch.
-- GI and the LRP token totals need no extra matrix product: sum_e x_e (W dz)_e = dz . (x W), and x W is
-  the gathered table minus the bias. SA needs dx = W dz, fused with the recurrent product dh = U dz.
-- All large arrays live in a workspace reused across batches (fresh pages cost more than the work here).
+    z_t = x_t W + h_{t-1} U + b,    i, f, o = sigmoid(z_i, z_f, z_o),    g = tanh(z_g)
+    c_t = f * c_{t-1} + i * g,      h_t = o * tanh(c_t),                  logits = h_T D + d
 
-LRP follows Arras et al. 2017 ("Explaining Recurrent Neural Network Predictions in Sentiment Analysis"):
-epsilon rule on every linear map (stabiliser eps * sign(denominator), sign(0) = +1), the bias and stabiliser
-share redistributed over the layer inputs with weight `bias_factor`, and "signal-take-all" for products:
-h = o * tanh(c) gives all relevance to c, and c = f * c_prev + i * g gives the two summands' relevance to
-c_prev and g only. Relevance starts at the target logit. `lrp_rest` is what reaches no token: the relevance
-left at the zero initial state plus what biases and stabilisers absorb (when bias_factor < 1).
+from h_0 = c_0 = 0. Each review is explained for one target logit y = logits[k]:
+- SA_t = |dy/dx_t|^2 and GI_t = dy/dx_t . x_t, with the gradient by backpropagation through time.
+- LRP as in Arras et al. 2017, "Explaining Recurrent Neural Network Predictions in Sentiment Analysis".
+  Relevance starts as R = y at the logit and flows back by two rules. The epsilon rule, for every linear
+  map y_j = sum_i a_i w_ij + b_j with N inputs and the stabiliser s_j = eps sign(y_j), sign(0) = +1:
+      R_i = sum_j (a_i w_ij + bias_factor (b_j + s_j) / N) / (y_j + s_j) R_j
+  Signal-take-all, for the products: h = o * tanh(c) gives all of R(h) to c, and c = f * c_prev + i * g
+  passes R(c), by the epsilon rule over its two terms, to c_prev and to g (the gates i, f, o get nothing);
+  g passes its share through its pre-activation z_g to x_t and h_{t-1}. A token's LRP is what reaches x_t.
+  Each rule passes on what it receives less what the bias and stabiliser terms keep (all of their share
+  when bias_factor = 0, none when 1). So `lrp_rest`, what reaches no token (what they keep plus what
+  arrives at the zero initial state), is y - sum(lrp).
+
+How the work is laid out:
+- Reviews are sorted by length and right-aligned to a common last step, so at every step the reviews still
+  running form a prefix of the batch: no work is done on padding, and nothing can leak into it.
+- Arrays are feature-major, (features, rows): each gate is a contiguous block of rows of the (4H, n)
+  pre-activations, and every product with the weights is one matrix product with no transposes.
+- The input term x_t W + b is read from a precomputed (4H, vocabulary) table, gathered once per batch; the
+  same table gives GI without another product (dy/dx_t . x_t = dy/dz_t . x_t W).
+- Large arrays live in a workspace reused across batches: fresh memory pages cost more than the work here.
+
+Precision: in float32 the target logit y carries a rounding error of about 1e-7 times the terms it sums,
+and every LRP value scales with y / (y + s). When |y| is as small as eps that error is large relative to y:
+on the 25,000 IMDB test reviews, float32 LRP was within 1e-4 (relative to the review's largest |value|) of
+float64 except on 8 reviews, all with |y| < 3.5e-3 (worst 4.7e-3 at |y| = 8e-5). So a float32 engine
+explains every review with |y| < FLOAT64_BELOW_EPS * eps (78 of those 25,000) again in float64, and that
+Explanation says so (`float64`).
 """
 
 from __future__ import annotations
@@ -39,9 +52,10 @@ from shared.relevance.weights import ModelWeights
 Array = npt.NDArray[np.floating]
 IntArray = npt.NDArray[np.intp]
 
-DEFAULT_TOKEN_BUDGET = 48_000  # padded tokens per inner batch: 12 H floats each, ~150 MB at H = 64
-DEFAULT_MAX_ROWS = 320  # reviews per inner batch: wider arrays fall out of the CPU caches
-_KERAS_TO_IFOG = (0, 1, 3, 2)  # Keras stores i, f, c, o; we use i, f, o, g(= c)
+DEFAULT_TOKEN_BUDGET = 52_000  # padded tokens per inner batch: 11 H floats each, ~150 MB at H = 64
+DEFAULT_MAX_ROWS = 512  # reviews per inner batch
+FLOAT64_BELOW_EPS = 10.0  # float32 reviews whose |target logit| < this * eps are explained again in float64
+_KERAS_TO_IFOG = (0, 1, 3, 2)  # Keras stores the gates as i, f, c, o; the engine uses i, f, o, g (g = c)
 _FLUSH_EVERY = 4  # steps between flushes of vanishing backward signals (see _flush_tiny)
 
 
@@ -57,49 +71,61 @@ class Explanation:
     sa: Array  # (L,)
     gi: Array  # (L,)
     lrp_rest: float  # part of the target logit that LRP gives to no token
+    float64: bool = False  # explained in float64 because the target logit is too small for float32 LRP
 
 
 @dataclass(frozen=True)
-class _Params:
-    """Weights rearranged for the feature-major loops: gates i, f, o, g with i, f, o negated."""
+class _Weights:
+    """The weights laid out for the feature-major loops, gates in the order i, f, o, g.
 
-    table_t: Array  # (4H, V) (embedding @ kernel + bias)^T
-    bias: Array  # (4H,)
-    recurrent_t: Array  # (4H, H) z += recurrent_t @ h
-    grad_back: Array  # (H + E + 1, 4H) [U; W; b^T]: dh, dx and b . dz from one product
-    lrp_back_g: Array  # (H + 1, H) [U_g; b_g^T] true signs: LRP messages to h_prev and the bias share
-    dense_t: Array  # (C, H)
-    dense_bias: Array  # (C,)
+    The i, f and o rows are stored negated. Their pre-activation then comes out as -z, and
+    sigmoid(z) = 1 / (1 + exp(-z)) is one exp, one +1 and one reciprocal over one contiguous 3H block, with no
+    negation per step. The gradient with respect to the stored -z is -sigmoid'(z) = s (s - 1), and the
+    products with the negated weights turn it back into the true gradients of x_t and h_{t-1}. LRP uses only
+    the g rows, which keep their signs.
+    """
+
+    input_table_t: Array  # (4H, vocabulary) (embedding W + b)^T: the input term of z_t for every token id
+    recurrent_t: Array  # (4H, H) U^T
+    gradient_back: Array  # (H + E + 1, 4H) [U; W; b^T]: dz_t gives dh_{t-1}, dx_t and b . dz_t at once
+    lrp_back_g: Array  # (H + 1, H) [U_g; b_g^T]: messages of z_g give h_{t-1}'s share and the bias share
+    dense_t: Array  # (C, H) D^T
+    dense_bias: Array  # (C,) d
 
 
-def _scaled_params(weights: ModelWeights, dtype: type[np.floating]) -> _Params:
+def _prepare_weights(weights: ModelWeights, dtype: type[np.floating]) -> _Weights:
+    """Reorder the gates to i, f, o, g, negate i, f, o (see _Weights) and cast to the engine's dtype."""
     H = weights.hidden_size
     order = np.concatenate([np.arange(k * H, (k + 1) * H) for k in _KERAS_TO_IFOG])  # (4H,)
     sign = np.concatenate([-np.ones(3 * H), np.ones(H)])  # (4H,) negate i, f, o
     kernel = weights.lstm_kernel[:, order] * sign  # (E, 4H)
     recurrent = weights.lstm_recurrent_kernel[:, order] * sign  # (H, 4H)
     bias = weights.lstm_bias[order] * sign  # (4H,)
-    table = weights.embedding @ kernel + bias  # (V, 4H)
-    grad_back = np.concatenate([recurrent, kernel, bias[None, :]], axis=0)  # (H + E + 1, 4H)
+    input_table = weights.embedding @ kernel + bias  # (vocabulary, 4H)
+    gradient_back = np.concatenate([recurrent, kernel, bias[None, :]], axis=0)  # (H + E + 1, 4H)
     g = slice(3 * H, 4 * H)
     lrp_back_g = np.concatenate([recurrent[:, g], bias[None, g]], axis=0)  # (H + 1, H)
 
     def cast(a: Array) -> Array:
         return np.ascontiguousarray(a, dtype=dtype)
 
-    return _Params(
-        table_t=cast(table.T),
-        bias=cast(bias),
+    return _Weights(
+        input_table_t=cast(input_table.T),
         recurrent_t=cast(recurrent.T),
-        grad_back=cast(grad_back),
+        gradient_back=cast(gradient_back),
         lrp_back_g=cast(lrp_back_g),
         dense_t=cast(weights.dense_kernel.T),
         dense_bias=cast(weights.dense_bias),
     )
 
 
+def _view(buffer: Array, *shape: int) -> Array:
+    """The first prod(shape) elements of a flat buffer, with that shape."""
+    return buffer[: math.prod(shape)].reshape(shape)
+
+
 class _Workspace:
-    """Flat buffers reused by every batch (one engine per thread), viewed with the shape a batch needs."""
+    """Flat buffers reused by every batch (one engine per thread), each with one purpose."""
 
     def __init__(self, hidden: int, embed: int, dtype: type[np.floating]) -> None:
         self.hidden, self.embed, self.dtype = hidden, embed, dtype
@@ -111,34 +137,39 @@ class _Workspace:
         H, E, dtype = self.hidden, self.embed, self.dtype
         if slots > self.slots:
             self.slots = slots
-            self.x = np.empty(4 * H * slots, dtype)
-            self.gates = np.empty(4 * H * slots, dtype)
+            self.inputs = np.empty(4 * H * slots, dtype)  # x_t W + b of every token
+            self.gates = np.empty(4 * H * slots, dtype)  # i, f, o, g of every step
             self.z_g = np.empty(H * slots, dtype)
             self.c = np.empty(H * slots, dtype)
-            self.tanh_c = np.empty(H * slots, dtype)
             self.h = np.empty(H * slots, dtype)
         if rows > self.rows:
             self.rows = rows
-            self.step = np.empty((H + E + 1) * rows, dtype)  # one step's matrix product
-            self.wide = np.empty(4 * H * rows, dtype)  # (4H, n) per-step scratch
-            self.temps = [np.empty(3 * H * rows, dtype) for _ in range(3)]  # (H or 3H, n) scratch
-
-    @staticmethod
-    def view(buffer: Array, *shape: int) -> Array:
-        return buffer[: math.prod(shape)].reshape(shape)
+            self.z = np.empty(4 * H * rows, dtype)  # forward: pre-activations of one step
+            self.i_g = np.empty(H * rows, dtype)  # forward: i * g
+            self.tanh_c = np.empty(H * rows, dtype)  # tanh(c_t) of one step
+            self.dz = np.empty(4 * H * rows, dtype)  # backward: dy/dz of one step
+            self.gradient_product = np.empty((H + E + 1) * rows, dtype)  # [dh_{t-1}; dx_t; b . dz_t]
+            self.output_slope = np.empty(H * rows, dtype)  # o (1 - tanh(c)^2)
+            self.tanh_slope = np.empty(H * rows, dtype)  # 1 - g^2
+            self.sigmoid_slope = np.empty(3 * H * rows, dtype)  # s (s - 1) of i, f, o
+            self.flush_scratch = np.empty(H * rows, dtype)
+            self.stabiliser = np.empty(H * rows, dtype)  # eps sign(pre-activation) of the epsilon rule
+            self.message = np.empty(H * rows, dtype)  # R / (pre-activation + stabiliser)
+            self.relevance_g = np.empty(H * rows, dtype)
+            self.f_c_prev = np.empty(H * rows, dtype)  # f * c_{t-1}
+            self.lrp_product = np.empty((H + 1) * rows, dtype)  # [U_g m_g; b_g . m_g]
 
 
 @dataclass
 class _Trace:
-    """What the forward pass keeps for the two backward passes, feature-major."""
+    """What the forward pass keeps for the backward pass, feature-major; rows [0, active[t]) run at step t."""
 
-    x: Array  # (4H, T, B) gathered input projections (i, f, o negated), bias included
-    gates: Array  # (T, 4H, B) activations i, f, o, g
-    z_g: Array  # (T, H, B) cell-candidate pre-activation
-    c: Array  # (T, H, B) cell state
-    tanh_c: Array  # (T, H, B)
-    h: Array  # (T, H, B) hidden state
-    active: IntArray  # (T,) rows running at each step (a prefix of the batch)
+    inputs: Array  # (T, 4H, B) x_t W + b, gathered from the table (i, f, o negated)
+    gates: Array  # (T, 4H, B) i, f, o, g
+    z_g: Array  # (T, H, B) pre-activation of g
+    c: Array  # (T, H, B)
+    h: Array  # (T, H, B)
+    active: IntArray  # (T,)
 
 
 def _flush_tiny(values: Array, scratch: Array) -> None:
@@ -152,169 +183,247 @@ def _flush_tiny(values: Array, scratch: Array) -> None:
     np.copyto(values, 0.0, where=scratch < math.sqrt(np.finfo(values.dtype).tiny) * 1e7)
 
 
-def _forward(p: _Params, ws: _Workspace, tokens: IntArray, active: IntArray) -> _Trace:
-    """Run the LSTM over a right-aligned batch; tokens (T, B), rows [0, active[t]) run at step t."""
+def _lstm_step(w: _Weights, ws: _Workspace, tr: _Trace, t: int, h_prev: Array, c_prev: Array) -> None:
+    """Forward step t over its n running rows, written into the trace:
+
+    z = x_t W + h_{t-1} U + b;  i, f, o = sigmoid(z_i, z_f, z_o);  g = tanh(z_g)
+    c_t = f * c_{t-1} + i * g;  h_t = o * tanh(c_t)
+    """
+    H, n = h_prev.shape
+    z = _view(ws.z, 4 * H, n)  # (4H, n) with -z for i, f, o
+    np.matmul(w.recurrent_t, h_prev, out=z)
+    z += tr.inputs[:, t, :n]
+    gates = tr.gates[t, :, :n]  # (4H, n)
+    negated_ifo = z[: 3 * H]  # (3H, n)
+    np.exp(negated_ifo, out=negated_ifo)
+    negated_ifo += 1.0
+    np.reciprocal(negated_ifo, out=gates[: 3 * H])  # sigmoid = 1 / (1 + exp(-z))
+    tr.z_g[t, :, :n] = z[3 * H :]
+    np.tanh(z[3 * H :], out=gates[3 * H :])
+    i, f, o, g = gates[:H], gates[H : 2 * H], gates[2 * H : 3 * H], gates[3 * H :]  # (H, n) each
+    c = tr.c[t, :, :n]  # (H, n)
+    np.multiply(f, c_prev, out=c)
+    i_g = _view(ws.i_g, H, n)  # (H, n)
+    np.multiply(i, g, out=i_g)
+    c += i_g
+    tanh_c = _view(ws.tanh_c, H, n)  # (H, n)
+    np.tanh(c, out=tanh_c)
+    np.multiply(o, tanh_c, out=tr.h[t, :, :n])
+
+
+def _forward(w: _Weights, ws: _Workspace, tokens: IntArray, active: IntArray) -> _Trace:
+    """Run the LSTM over a right-aligned batch: tokens (T, B), rows [0, active[t]) run at step t."""
     T, B = tokens.shape
-    H = p.recurrent_t.shape[1]
-    V = ws.view
-    x = V(ws.x, 4 * H, T, B)
+    H = w.recurrent_t.shape[1]
+    inputs = _view(ws.inputs, 4 * H, T, B)  # (4H, T, B)
     flat_tokens = tokens.reshape(-1)  # (T * B,)
-    for row, out in zip(p.table_t, x.reshape(4 * H, T * B), strict=True):
-        np.take(row, flat_tokens, out=out, mode="clip")  # one table row at a time stays in cache
+    for table_row, gathered in zip(w.input_table_t, inputs.reshape(4 * H, T * B), strict=True):
+        np.take(table_row, flat_tokens, out=gathered, mode="clip")  # one table row at a time stays in cache
     tr = _Trace(
-        x=x,
-        gates=V(ws.gates, T, 4 * H, B),
-        z_g=V(ws.z_g, T, H, B),
-        c=V(ws.c, T, H, B),
-        tanh_c=V(ws.tanh_c, T, H, B),
-        h=V(ws.h, T, H, B),
+        inputs=inputs,
+        gates=_view(ws.gates, T, 4 * H, B),
+        z_g=_view(ws.z_g, T, H, B),
+        c=_view(ws.c, T, H, B),
+        h=_view(ws.h, T, H, B),
         active=active,
     )
-    zeros = np.zeros((H, B), ws.dtype)  # (H, B) the initial state
+    zeros = np.zeros((H, B), ws.dtype)  # (H, B) the initial state of the rows that start at step 0
     for t in range(T):
         n = int(active[t])
         if t:
-            started = slice(int(active[t - 1]), n)  # rows whose first step is t start from zero
-            tr.c[t - 1, :, started] = 0.0
-            tr.h[t - 1, :, started] = 0.0
+            starting = slice(int(active[t - 1]), n)  # rows whose first step is t start from the zero state
+            tr.c[t - 1, :, starting] = 0.0
+            tr.h[t - 1, :, starting] = 0.0
         h_prev = tr.h[t - 1, :, :n] if t else zeros[:, :n]  # (H, n)
         c_prev = tr.c[t - 1, :, :n] if t else zeros[:, :n]  # (H, n)
-        z = V(ws.wide, 4 * H, n)  # (4H, n)
-        np.matmul(p.recurrent_t, h_prev, out=z)
-        z += x[:, t, :n]
-        gates = tr.gates[t, :, :n]  # (4H, n)
-        ifo = z[: 3 * H]  # (3H, n) negated pre-activations
-        np.exp(ifo, out=ifo)
-        ifo += 1.0
-        np.reciprocal(ifo, out=gates[: 3 * H])
-        tr.z_g[t, :, :n] = z[3 * H :]
-        np.tanh(z[3 * H :], out=gates[3 * H :])
-        i, f, o, g = gates[:H], gates[H : 2 * H], gates[2 * H : 3 * H], gates[3 * H :]  # (H, n) each
-        c = tr.c[t, :, :n]  # (H, n)
-        np.multiply(f, c_prev, out=c)
-        ig = V(ws.temps[0], H, n)  # (H, n)
-        np.multiply(i, g, out=ig)
-        c += ig
-        tanh_c = tr.tanh_c[t, :, :n]  # (H, n)
-        np.tanh(c, out=tanh_c)
-        np.multiply(o, tanh_c, out=tr.h[t, :, :n])
+        _lstm_step(w, ws, tr, t, h_prev, c_prev)
     return tr
 
 
-def _gradients(p: _Params, ws: _Workspace, tr: _Trace, targets: IntArray) -> tuple[Array, Array]:
-    """SA and GI per (step, row): d(target logit)/d(embedding) by backpropagation through time."""
-    T, H, B = tr.h.shape
-    E = p.grad_back.shape[0] - H - 1
-    V = ws.view
-    sa = np.zeros((T, B), ws.dtype)  # (T, B)
-    gi = np.zeros((T, B), ws.dtype)  # (T, B)
-    dh = np.ascontiguousarray(p.dense_t[targets].T)  # (H, B) d logit / d h_T
-    dc = np.zeros((H, B), ws.dtype)  # (H, B)
-    zeros = np.zeros((H, B), ws.dtype)
-    for t in range(T - 1, -1, -1):
-        n = int(tr.active[t])
-        gates = tr.gates[t, :, :n]  # (4H, n)
-        i, f, o, g = gates[:H], gates[H : 2 * H], gates[2 * H : 3 * H], gates[3 * H :]  # (H, n) each
-        tanh_c, h = tr.tanh_c[t, :, :n], tr.h[t, :, :n]  # (H, n)
-        c_prev = tr.c[t - 1, :, :n] if t else zeros[:, :n]  # (H, n)
-        dh_n, dc_n = dh[:, :n], dc[:, :n]  # (H, n)
-        if t % _FLUSH_EVERY == 0:
-            _flush_tiny(dh_n, V(ws.temps[0], H, n))
-            _flush_tiny(dc_n, V(ws.temps[0], H, n))
-        dz = V(ws.wide, 4 * H, n)  # (4H, n) gradient w.r.t. the stored (i, f, o negated) pre-activations
-        np.multiply(dh_n, tanh_c, out=dz[2 * H : 3 * H])  # d o
-        dtanh = V(ws.temps[0], H, n)  # (H, n) o (1 - tanh(c)^2) = o - h tanh(c)
-        np.multiply(h, tanh_c, out=dtanh)
-        np.subtract(o, dtanh, out=dtanh)
-        dtanh *= dh_n
-        dc_n += dtanh  # d c
-        np.multiply(dc_n, g, out=dz[:H])  # d i
-        np.multiply(dc_n, c_prev, out=dz[H : 2 * H])  # d f
-        np.multiply(dc_n, i, out=dz[3 * H :])  # d g
-        dc_n *= f  # d c_prev
-        slope = V(ws.temps[1], 3 * H, n)  # (3H, n) s (s - 1): sigmoid slope, negated like the weights
-        np.subtract(gates[: 3 * H], 1.0, out=slope)
-        slope *= gates[: 3 * H]
-        dz[: 3 * H] *= slope
-        np.multiply(g, g, out=dtanh)
-        np.subtract(1.0, dtanh, out=dtanh)
-        dz[3 * H :] *= dtanh
-        back = V(ws.step, H + E + 1, n)  # (H + E + 1, n): [dh_prev; dx; b . dz]
-        np.matmul(p.grad_back, dz, out=back)
-        dh = back[:H]  # (H, n) read before the next product overwrites it
-        dx = back[H : H + E]  # (E, n)
-        sa[t, :n] = np.einsum("en,en->n", dx, dx)
-        gi[t, :n] = np.einsum("kn,kn->n", dz, tr.x[:, t, :n])
-        gi[t, :n] -= back[H + E]
+def _gradient_step(
+    w: _Weights, ws: _Workspace, tr: _Trace, t: int, c_prev: Array, dh: Array, dc: Array
+) -> tuple[Array, Array]:
+    """Backpropagation through step t over its n running rows; returns (SA_t, GI_t), each (n,).
+
+    On entry dh = dy/dh_t and dc = the part of dy/dc_t that comes from step t + 1; on exit they hold
+    dy/dh_{t-1} and the part of dy/dc_{t-1} that comes from step t:
+        dy/do = dh tanh(c_t);  dy/dc_t = dc + dh o (1 - tanh(c_t)^2)
+        dy/di = dy/dc_t g;  dy/df = dy/dc_t c_{t-1};  dy/dg = dy/dc_t i;  dy/dc_{t-1} = dy/dc_t f
+        dz = dy/d(gate) * gate'(z),  [dh_{t-1}; dx_t; b . dz] = [U; W; b^T] dz
+        SA_t = |dx_t|^2,  GI_t = dx_t . x_t = dz . (x_t W) = dz . (table entry - b)
+    """
+    H, n = dh.shape
+    E = w.gradient_back.shape[0] - H - 1
+    gates = tr.gates[t, :, :n]  # (4H, n)
+    i, f, o, g = gates[:H], gates[H : 2 * H], gates[2 * H : 3 * H], gates[3 * H :]  # (H, n) each
+    h = tr.h[t, :, :n]  # (H, n)
+    tanh_c = _view(ws.tanh_c, H, n)  # (H, n) recomputed: cheaper than storing it
+    np.tanh(tr.c[t, :, :n], out=tanh_c)
+    dz = _view(ws.dz, 4 * H, n)  # (4H, n) with respect to the stored pre-activations (-z for i, f, o)
+    np.multiply(dh, tanh_c, out=dz[2 * H : 3 * H])  # dy/do
+    output_slope = _view(ws.output_slope, H, n)  # (H, n) o (1 - tanh(c)^2) = o - h tanh(c)
+    np.multiply(h, tanh_c, out=output_slope)
+    np.subtract(o, output_slope, out=output_slope)
+    output_slope *= dh
+    dc += output_slope  # dy/dc_t
+    np.multiply(dc, g, out=dz[:H])  # dy/di
+    np.multiply(dc, c_prev, out=dz[H : 2 * H])  # dy/df
+    np.multiply(dc, i, out=dz[3 * H :])  # dy/dg
+    dc *= f  # dy/dc_{t-1} through the cell
+    sigmoid_slope = _view(ws.sigmoid_slope, 3 * H, n)  # (3H, n) s (s - 1), the slope for -z
+    np.subtract(gates[: 3 * H], 1.0, out=sigmoid_slope)
+    sigmoid_slope *= gates[: 3 * H]
+    dz[: 3 * H] *= sigmoid_slope
+    tanh_slope = _view(ws.tanh_slope, H, n)  # (H, n) 1 - g^2
+    np.multiply(g, g, out=tanh_slope)
+    np.subtract(1.0, tanh_slope, out=tanh_slope)
+    dz[3 * H :] *= tanh_slope
+    product = _view(ws.gradient_product, H + E + 1, n)  # (H + E + 1, n) [dh_{t-1}; dx_t; b . dz]
+    np.matmul(w.gradient_back, dz, out=product)
+    dh[...] = product[:H]
+    dx = product[H : H + E]  # (E, n)
+    sa = np.einsum("en,en->n", dx, dx)  # (n,)
+    gi = np.einsum("kn,kn->n", dz, tr.inputs[:, t, :n])  # (n,)
+    gi -= product[H + E]
     return sa, gi
 
 
-def _lrp(
-    p: _Params, ws: _Workspace, tr: _Trace, logits: Array, targets: IntArray, eps: float, bias_factor: float
-) -> tuple[Array, Array]:
-    """LRP per (step, row), and per row the relevance reaching no token (initial state + absorbed)."""
+def _gradients(w: _Weights, ws: _Workspace, tr: _Trace, targets: IntArray) -> tuple[Array, Array]:
+    """SA and GI per (step, row), each (T, B), from dy/dh_T = D_k, step by step back to the first token."""
     T, H, B = tr.h.shape
-    E = p.grad_back.shape[0] - H - 1
-    V = ws.view
-    keep = 1.0 - bias_factor  # share of bias + stabiliser that is absorbed, not redistributed
-    relevance = np.zeros((T, B), ws.dtype)  # (T, B)
-    absorbed = np.zeros(B, ws.dtype)  # (B,)
-
-    # Dense layer: the target logit onto h_T; the bias share is spread over the H inputs.
-    out = logits[targets, np.arange(B)]  # (B,) target logit, the relevance to explain
-    out_sign = np.where(out >= 0, 1.0, -1.0)  # (B,)
-    out_bias = p.dense_bias[targets] + eps * out_sign  # (B,)
-    scale = out / (out + eps * out_sign)  # (B,)
-    Rh_all = (tr.h[T - 1] * p.dense_t[targets].T + bias_factor * out_bias / H) * scale  # (H, B)
-    Rh = Rh_all.astype(ws.dtype)  # (H, B)
-    absorbed += keep * out_bias * scale
-    Rc = np.zeros((H, B), ws.dtype)  # (H, B)
-
-    zeros = np.zeros((H, B), ws.dtype)
+    sa = np.zeros((T, B), ws.dtype)  # (T, B)
+    gi = np.zeros((T, B), ws.dtype)  # (T, B)
+    dh = np.ascontiguousarray(w.dense_t[targets].T)  # (H, B) dy/dh_T
+    dc = np.zeros((H, B), ws.dtype)  # (H, B)
+    zeros = np.zeros((H, B), ws.dtype)  # (H, B) the state before step 0
     for t in range(T - 1, -1, -1):
         n = int(tr.active[t])
-        gates = tr.gates[t, :, :n]  # (4H, n)
-        i, f, g = gates[:H], gates[H : 2 * H], gates[3 * H :]  # (H, n) each
-        c = tr.c[t, :, :n]  # (H, n)
+        if t % _FLUSH_EVERY == 0:
+            _flush_tiny(dh[:, :n], _view(ws.flush_scratch, H, n))
+            _flush_tiny(dc[:, :n], _view(ws.flush_scratch, H, n))
+        c_prev = tr.c[t - 1, :, :n] if t else zeros[:, :n]  # (H, n)
+        sa[t, :n], gi[t, :n] = _gradient_step(w, ws, tr, t, c_prev, dh[:, :n], dc[:, :n])
+    return sa, gi
+
+
+@dataclass(frozen=True)
+class _EpsilonRule:
+    """The epsilon rule's constants: eps, and the bits that give eps the sign of a value (see `messages`)."""
+
+    eps: float
+    bias_factor: float
+    eps_bits: npt.NDArray[np.unsignedinteger]  # () eps as an unsigned integer of the engine's float width
+    sign_bit: npt.NDArray[np.unsignedinteger]  # () the sign bit of that width
+
+    @staticmethod
+    def of(eps: float, bias_factor: float, dtype: type[np.floating]) -> _EpsilonRule:
+        bits = np.dtype(f"u{np.dtype(dtype).itemsize}")
+        eps_bits = np.array(eps, dtype).view(bits)  # ()
+        sign_bit = np.array(-0.0, dtype).view(bits)  # ()
+        return _EpsilonRule(eps, bias_factor, eps_bits, sign_bit)
+
+    def messages(self, relevance: Array, pre_activation: Array, stabiliser: Array, message: Array) -> None:
+        """The epsilon rule's step shared by all inputs of y_j: stabiliser s_j = eps sign(y_j), sign(+0) = 1,
+        and message m_j = R_j / (y_j + s_j). Input a_i w_ij then receives a_i w_ij m_j; the bias and
+        stabiliser (b_j + s_j) m_j.
+
+        s_j is made by copying the sign bit of y_j onto the bits of eps: np.copysign does the same, but NumPy
+        does not vectorise it, and it was the slowest pass of the LRP step.
+        """
+        bits = stabiliser.view(self.eps_bits.dtype)
+        np.bitwise_and(pre_activation.view(bits.dtype), self.sign_bit, out=bits)
+        np.bitwise_or(bits, self.eps_bits, out=bits)
+        np.add(pre_activation, stabiliser, out=message)
+        np.divide(relevance, message, out=message)
+
+
+def _lrp_step(
+    w: _Weights,
+    ws: _Workspace,
+    tr: _Trace,
+    t: int,
+    c_prev: Array,
+    h_prev: Array,
+    relevance_h: Array,
+    relevance_c: Array,
+    rule: _EpsilonRule,
+) -> Array:
+    """LRP through step t over its n running rows; returns the relevance of x_t (n,).
+
+    On entry relevance_h = R(h_t) and relevance_c = the part of R(c_t) from step t + 1; on exit they hold
+    R(h_{t-1}) and R(c_{t-1}):
+        signal-take-all:  R(c_t) += R(h_t)
+        epsilon rule on c_t = f c_{t-1} + i g (2H inputs, identity weights, no bias):
+            m_c = R(c_t) / (c_t + s_c);  R(c_{t-1}) = f c_{t-1} m_c;  R(g) = i g m_c
+        epsilon rule on z_g = x_t W_g + h_{t-1} U_g + b_g (E + H inputs):
+            m_g = R(g) / (z_g + s_g);  R(x_t) = sum x_t W_g m_g;  R(h_{t-1}) = h_{t-1} U_g m_g
+    and, when bias_factor > 0, every input also receives bias_factor / (number of inputs) of its map's bias
+    and stabiliser terms, summed over the units.
+    """
+    H, n = relevance_h.shape
+    E = w.gradient_back.shape[0] - H - 1
+    gates = tr.gates[t, :, :n]  # (4H, n)
+    i, f, g = gates[:H], gates[H : 2 * H], gates[3 * H :]  # (H, n) each
+    stabiliser = _view(ws.stabiliser, H, n)  # (H, n)
+    message = _view(ws.message, H, n)  # (H, n)
+    relevance_g = _view(ws.relevance_g, H, n)  # (H, n)
+    f_c_prev = _view(ws.f_c_prev, H, n)  # (H, n)
+    product = _view(ws.lrp_product, H + 1, n)  # (H + 1, n) [U_g m_g; b_g . m_g]
+
+    relevance_c += relevance_h  # signal-take-all
+    rule.messages(relevance_c, tr.c[t, :, :n], stabiliser, message)  # m_c
+    np.multiply(i, g, out=relevance_g)
+    relevance_g *= message
+    np.multiply(f, c_prev, out=f_c_prev)
+    np.multiply(f_c_prev, message, out=relevance_c)  # R(c_{t-1})
+    if rule.bias_factor:
+        spread_c = rule.bias_factor / (2 * H) * np.einsum("hn,hn->n", message, stabiliser)  # (n,)
+        relevance_c += spread_c
+        relevance_g += spread_c
+
+    rule.messages(relevance_g, tr.z_g[t, :, :n], stabiliser, message)  # m_g
+    np.matmul(w.lrp_back_g, message, out=product)
+    relevance_x: Array = np.einsum("hn,hn->n", message, tr.inputs[3 * H :, t, :n])  # (n,) (x_t W_g + b_g) m_g
+    relevance_x -= product[H]
+    np.multiply(h_prev, product[:H], out=relevance_h)  # R(h_{t-1})
+    if rule.bias_factor:
+        bias_terms = np.einsum("hn,hn->n", message, stabiliser) + product[H]  # (n,) (s_g + b_g) . m_g
+        relevance_x += rule.bias_factor * E / (E + H) * bias_terms
+        relevance_h += rule.bias_factor / (E + H) * bias_terms
+    return relevance_x
+
+
+def _lrp_dense(
+    w: _Weights, h_last: Array, target_logit: Array, targets: IntArray, rule: _EpsilonRule
+) -> Array:
+    """R(h_T), (H, B): the epsilon rule on y = h_T D_k + d_k (H inputs) with R(y) = y."""
+    H = h_last.shape[0]
+    stabiliser = np.where(target_logit >= 0, rule.eps, -rule.eps)  # (B,)
+    message = target_logit / (target_logit + stabiliser)  # (B,)
+    bias_terms = (w.dense_bias[targets] + stabiliser) * message  # (B,)
+    relevance_h: Array = h_last * w.dense_t[targets].T * message + rule.bias_factor / H * bias_terms  # (H, B)
+    return relevance_h.astype(h_last.dtype)
+
+
+def _lrp(
+    w: _Weights, ws: _Workspace, tr: _Trace, target_logit: Array, targets: IntArray, rule: _EpsilonRule
+) -> Array:
+    """LRP per (step, row), (T, B), from R(y) = y, step by step back to the first token."""
+    T, H, B = tr.h.shape
+    relevance = np.zeros((T, B), ws.dtype)  # (T, B)
+    relevance_h = _lrp_dense(w, tr.h[T - 1], target_logit, targets, rule)  # (H, B)
+    relevance_c = np.zeros((H, B), ws.dtype)  # (H, B)
+    zeros = np.zeros((H, B), ws.dtype)  # (H, B) the state before step 0
+    for t in range(T - 1, -1, -1):
+        n = int(tr.active[t])
+        if t % _FLUSH_EVERY == 0:
+            _flush_tiny(relevance_c[:, :n], _view(ws.flush_scratch, H, n))
         c_prev = tr.c[t - 1, :, :n] if t else zeros[:, :n]  # (H, n)
         h_prev = tr.h[t - 1, :, :n] if t else zeros[:, :n]  # (H, n)
-        Rc_n = Rc[:, :n]  # (H, n)
-        Rc_n += Rh[:, :n]  # signal-take-all: h = o * tanh(c) gives everything to c
-        if t % _FLUSH_EVERY == 0:
-            _flush_tiny(Rc_n, V(ws.temps[0], H, n))
-        # c = f * c_prev + i * g: epsilon rule over the two summands; the gates get nothing.
-        stab, den, msg = (V(buf, H, n) for buf in ws.temps)  # (H, n) each
-        np.copysign(eps, c, out=stab)
-        np.add(c, stab, out=den)
-        np.divide(Rc_n, den, out=msg)  # m_c
-        stab_c = np.einsum("hn,hn->n", msg, stab)  # (n,) stabiliser share
-        Rg = den  # reuse: relevance of g
-        np.multiply(i, g, out=Rg)
-        Rg *= msg
-        np.multiply(f, c_prev, out=stab)
-        np.multiply(stab, msg, out=Rc_n)  # relevance of c_prev
-        if bias_factor:
-            Rc_n += bias_factor / (2 * H) * stab_c
-            Rg += bias_factor / (2 * H) * stab_c
-        # z_g = x W_g + h_prev U_g + b_g: epsilon rule onto x and h_prev.
-        z_g = tr.z_g[t, :, :n]  # (H, n)
-        np.copysign(eps, z_g, out=stab)
-        np.add(z_g, stab, out=msg)
-        np.divide(Rg, msg, out=msg)  # m_g
-        back = V(ws.step, H + 1, n)  # (H + 1, n): [U_g m_g; b_g . m_g]
-        np.matmul(p.lrp_back_g, msg, out=back)
-        bias_share = np.einsum("hn,hn->n", msg, stab)  # (n,) stabiliser part ...
-        bias_share += back[H]  # ... plus the bias part
-        relevance[t, :n] = np.einsum("hn,hn->n", msg, tr.x[3 * H :, t, :n])
-        relevance[t, :n] -= back[H]
-        np.multiply(h_prev, back[:H], out=Rh[:, :n])
-        if bias_factor:
-            relevance[t, :n] += bias_factor * E / (E + H) * bias_share
-            Rh[:, :n] += bias_factor / (E + H) * bias_share
-        absorbed[:n] += keep * (stab_c + bias_share)
-    # After its first step each row keeps the relevance of its zero initial state in Rh and Rc.
-    rest = absorbed + Rh.sum(axis=0) + Rc.sum(axis=0)  # (B,)
-    return relevance, rest
+        relevance[t, :n] = _lrp_step(
+            w, ws, tr, t, c_prev, h_prev, relevance_h[:, :n], relevance_c[:, :n], rule
+        )
+    return relevance
 
 
 def _inner_batches(lengths: IntArray, token_budget: int, max_rows: int) -> list[IntArray]:
@@ -350,6 +459,8 @@ class Engine:
     """The model in NumPy, ready to explain batches of token-id sequences.
 
     Keeps a reusable workspace, so one engine serves one thread (workers are processes: one each).
+    A float32 engine explains reviews whose |target logit| is below `float64_below_eps` * eps again in
+    float64 (see the module docstring); 0 turns that off.
     """
 
     def __init__(
@@ -360,6 +471,7 @@ class Engine:
         bias_factor: float = 0.0,
         token_budget: int = DEFAULT_TOKEN_BUDGET,
         max_rows: int = DEFAULT_MAX_ROWS,
+        float64_below_eps: float = FLOAT64_BELOW_EPS,
     ) -> None:
         if eps <= 0:
             raise ValueError("eps must be positive")
@@ -369,19 +481,22 @@ class Engine:
         self.bias_factor = bias_factor
         self.token_budget = token_budget
         self.max_rows = max_rows
-        self._params = _scaled_params(weights, dtype)
+        self.float64_below = float64_below_eps * eps if np.dtype(dtype) != np.float64 else 0.0
+        self._weights = _prepare_weights(weights, dtype)
         self._workspace = _Workspace(weights.hidden_size, weights.embedding.shape[1], dtype)
-        self.seconds = dict.fromkeys(("forward", "gradient", "lrp", "other"), 0.0)  # cumulative, per phase
+        self._rule = _EpsilonRule.of(eps, bias_factor, dtype)
+        self._float64: Engine | None = None  # made on first need
+        self.seconds = dict.fromkeys(("forward", "gradient", "lrp", "float64", "other"), 0.0)  # cumulative
 
     def _check(self, sequences: Sequence[Sequence[int]]) -> list[IntArray]:
-        V = self.weights.vocab_size
+        vocabulary_size = self.weights.vocab_size
         arrays = []
         for number, seq in enumerate(sequences):
             ids = np.asarray(seq, dtype=np.intp)  # (L,)
             if ids.ndim != 1 or not np.any(ids != PAD_ID):
                 raise ValueError(f"sequence {number} is empty; every review starts with the start token")
-            if ids.min() < 0 or ids.max() >= V:
-                raise ValueError(f"sequence {number} has token ids outside [0, {V})")
+            if ids.min() < 0 or ids.max() >= vocabulary_size:
+                raise ValueError(f"sequence {number} has token ids outside [0, {vocabulary_size})")
             arrays.append(ids)
         return arrays
 
@@ -403,13 +518,34 @@ class Engine:
             explained = self._explain_batch([ids[r] for r in batch], lengths[batch], wanted)
             for r, explanation in zip(batch, explained, strict=True):
                 results[r] = _with_padding(explanation, given[r])
-        return [r for r in results if r is not None]
+        done = [r for r in results if r is not None]
+        return self._again_in_float64(ids, given, done)
+
+    def _again_in_float64(
+        self, ids: list[IntArray], given: list[IntArray], explained: list[Explanation]
+    ) -> list[Explanation]:
+        """Replace the explanations whose target logit is too small for float32 LRP by float64 ones."""
+        small = [r for r, e in enumerate(explained) if abs(e.logits[e.target_class]) < self.float64_below]
+        if not small:
+            return explained
+        started = time.perf_counter()
+        if self._float64 is None:
+            self._float64 = Engine(
+                self.weights, np.float64, self.eps, self.bias_factor, float64_below_eps=0.0
+            )
+        again = self._float64.explain(
+            [ids[r].tolist() for r in small], [explained[r].target_class for r in small]
+        )
+        for r, explanation in zip(small, again, strict=True):
+            explained[r] = replace(_with_padding(explanation, given[r]), float64=True)
+        self.seconds["float64"] += time.perf_counter() - started
+        return explained
 
     def _explain_batch(
         self, ids: list[IntArray], lengths: IntArray, wanted: list[int | None] | None
     ) -> list[Explanation]:
         """One right-aligned batch, rows sorted longest first."""
-        p, ws = self._params, self._workspace
+        w, ws = self._weights, self._workspace
         started = time.perf_counter()
         B, T = len(ids), int(lengths[0])
         ws.ensure(slots=T * B, rows=B)
@@ -418,9 +554,9 @@ class Engine:
             tokens[T - seq.size :, j] = seq
         active = np.searchsorted(-lengths, -(T - np.arange(T)), side="right")  # (T,)
         forward_start = time.perf_counter()
-        trace = _forward(p, ws, tokens, active)
+        trace = _forward(w, ws, tokens, active)
         forward_end = time.perf_counter()
-        logits = p.dense_t @ trace.h[T - 1] + p.dense_bias[:, None]  # (C, B)
+        logits = w.dense_t @ trace.h[T - 1] + w.dense_bias[:, None]  # (C, B)
         shifted = np.exp(logits - logits.max(axis=0))  # (C, B)
         probabilities = shifted / shifted.sum(axis=0)  # (C, B)
         predicted = logits.argmax(axis=0)  # (B,)
@@ -429,11 +565,13 @@ class Engine:
             for j, target in enumerate(wanted):
                 if target is not None:
                     targets[j] = target
+        target_logit = logits[targets, np.arange(B)]  # (B,)
         gradient_start = time.perf_counter()
-        sa, gi = _gradients(p, ws, trace, targets)  # (T, B) each
+        sa, gi = _gradients(w, ws, trace, targets)  # (T, B) each
         lrp_start = time.perf_counter()
-        lrp, rest = _lrp(p, ws, trace, logits, targets, self.eps, self.bias_factor)  # (T, B), (B,)
+        lrp = _lrp(w, ws, trace, target_logit, targets, self._rule)  # (T, B)
         lrp_end = time.perf_counter()
+        rest = target_logit.astype(np.float64) - lrp.sum(axis=0, dtype=np.float64)  # (B,) sum(lrp) + rest = y
         sa, gi, lrp = sa.T.copy(), gi.T.copy(), lrp.T.copy()  # (B, T) each, rows contiguous
         logits, probabilities = logits.T.copy(), probabilities.T.copy()  # (B, C) each
         explanations = [

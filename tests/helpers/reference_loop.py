@@ -25,7 +25,8 @@ class Reference:
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    result: np.ndarray = 1.0 / (1.0 + np.exp(-x))
+    return result
 
 
 def lrp_linear(
@@ -42,7 +43,8 @@ def lrp_linear(
     sign = np.where(out >= 0, 1.0, -1.0)
     numerator = w * inputs[:, None] + bias_factor * (b[None, :] + eps * sign[None, :]) / bias_units
     denominator = out[None, :] + eps * sign[None, :]
-    return (numerator / denominator * relevance_out[None, :]).sum(axis=1)
+    relevance_in: np.ndarray = (numerator / denominator * relevance_out[None, :]).sum(axis=1)
+    return relevance_in
 
 
 def explain_one(

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from shared.relevance.engine import Engine, truncate
+from shared.relevance.engine import Engine, _EpsilonRule, truncate
 from shared.relevance.weights import ModelWeights
 from tests.helpers.reference_loop import explain_one
 
@@ -190,3 +190,68 @@ def test_truncate_keeps_the_chosen_end() -> None:
     assert truncate([1, 2, 3, 4], 3, "start") == ([1, 2, 3], True)
     assert truncate([1, 2, 3, 4], 3, "end") == ([2, 3, 4], True)
     assert truncate([1, 2], 3, "start") == ([1, 2], False)
+
+
+def with_target_logit(weights: ModelWeights, seq: list[int], target: int, logit: float) -> ModelWeights:
+    """The same model with its dense bias moved so that `seq`'s target logit is `logit`."""
+    now = Engine(weights, np.float64).explain([seq], [target])[0].logits[target]
+    bias = weights.dense_bias.copy()
+    bias[target] += logit - now
+    return ModelWeights(**{**weights.__dict__, "dense_bias": bias})
+
+
+def test_a_target_logit_near_eps_is_explained_in_float64() -> None:
+    """float32 LRP of a logit about as small as eps is imprecise; such reviews are redone in float64."""
+    base = random_weights(14, V=60, E=8, H=6)
+    tiny = [1, 7, 12, 40, 33, 9]
+    weights = with_target_logit(base, tiny, target=1, logit=1e-4)
+    others = random_sequences(15, 12, weights.vocab_size)
+    engine = Engine(weights, np.float32, eps=1e-3)
+    explained = engine.explain([*others, tiny], [*[None] * len(others), 1])
+    redone = explained[-1]
+    exact = Engine(weights, np.float64, eps=1e-3).explain([tiny], [1])[0]
+    assert redone.float64 and redone.lrp.dtype == np.float64
+    for name in ("lrp", "sa", "gi", "logits"):
+        assert np.array_equal(getattr(redone, name), getattr(exact, name)), name
+    assert redone.lrp_rest == exact.lrp_rest
+    for got in explained[:-1]:
+        small = abs(got.logits[got.target_class]) < 10 * 1e-3
+        assert got.float64 == small and (got.lrp.dtype == np.float32) != small
+    assert not any(e.float64 for e in Engine(weights, np.float64).explain([tiny], [1]))
+    assert not Engine(weights, np.float32, float64_below_eps=0.0).explain([tiny], [1])[0].float64
+
+
+def test_redone_review_keeps_its_padding_zeros() -> None:
+    weights = with_target_logit(random_weights(16), [1, 5, 6, 7], target=0, logit=-2e-4)
+    got = Engine(weights, np.float32).explain([[0, 1, 5, 0, 6, 7]], [0])[0]
+    assert got.float64 and got.lrp.shape == (6,) and got.lrp[0] == 0.0 and got.sa[3] == 0.0
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_batches_of_any_shape_give_the_same_numbers(dtype: type[np.floating]) -> None:
+    """How reviews are grouped into inner batches (rows, padded length, order) changes no value beyond
+    rounding: BLAS picks its kernels by matrix width, so float32 can differ in the last bits."""
+    weights = random_weights(17, V=90, E=7, H=9)
+    rng = np.random.default_rng(18)
+    sequences = [[1, *rng.integers(3, 90, rng.integers(0, 70)).tolist()] for _ in range(60)]
+    shapes = [(10**6, 512), (400, 8), (90, 3), (1, 1)]  # (token_budget, max_rows)
+    first, *others = (
+        Engine(weights, dtype, token_budget=budget, max_rows=rows, float64_below_eps=0.0).explain(sequences)
+        for budget, rows in shapes
+    )
+    for other in others:
+        for a, b in zip(first, other, strict=True):
+            for name in ("lrp", "sa", "gi", "logits"):
+                assert rel_err(getattr(a, name), getattr(b, name)) <= (1e-12 if dtype == np.float64 else 1e-5)
+            assert a.lrp_rest == pytest.approx(b.lrp_rest, rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_epsilon_rule_stabiliser_is_eps_with_the_sign_of_its_value(dtype: type[np.floating]) -> None:
+    values = np.array([[0.0, -0.0, 3.5, -2.0], [1e-30, -1e-30, np.finfo(dtype).max, -7e-4]], dtype)
+    relevance = np.arange(1.0, 9.0, dtype=dtype).reshape(2, 4)
+    stabiliser, message = np.empty_like(values), np.empty_like(values)
+    _EpsilonRule.of(1e-3, 0.0, dtype).messages(relevance, values, stabiliser, message)
+    assert np.array_equal(stabiliser, np.copysign(dtype(1e-3), values))
+    assert stabiliser[0, 0] > 0  # sign(+0) = +1
+    assert np.array_equal(message, relevance / (values + stabiliser))
