@@ -91,6 +91,8 @@ def run(
     """Final hidden states (B, H) of B token sequences, concatenated in `tokens` (sum of lengths,), each
     starting from its state start[row] = (h, c) (B, 2, H); `saves` go to `store` (slots, 2, H)."""
     B = lengths.shape[0]
+    if tokens.size and not 0 <= int(tokens.min()) <= int(tokens.max()) < model.table.shape[0]:
+        raise ValueError(f"token ids outside [0, {model.table.shape[0]})")
     final = np.array(start[:, 0], dtype=model.table.dtype)  # (B, H) rows of length 0 keep their start
     if saves is None:
         saves = Saves(*(np.zeros(0, np.intp) for _ in range(3)))
@@ -156,7 +158,7 @@ def _run_batch(
         h_a, c_a = h[:a], c[:a]  # (a, H) each
         z = z_buffer[:a]  # (a, 4H)
         np.matmul(h_a, model.recurrent, out=z)
-        z += np.take(model.table, tokens[t, :a], axis=0, out=x_buffer[:a])
+        z += np.take(model.table, tokens[t, :a], axis=0, out=x_buffer[:a], mode="clip")  # ids checked
         np.tanh(z, out=z)
         ifo = z[:, : 3 * H]  # (a, 3H) tanh of half the pre-activations -> sigmoids
         ifo *= 0.5

@@ -20,7 +20,7 @@ from shared.relevance.faithfulness import (
     random_scores,
     read_batch,
 )
-from shared.relevance.forward import ForwardModel
+from shared.relevance.forward import ForwardModel, run
 from shared.relevance.methods import METHODS
 from shared.relevance.tokenizer import PAD_ID, START_ID, Vocabulary
 from shared.relevance.weights import ModelWeights
@@ -272,3 +272,6 @@ def test_rejects_bad_arguments(real: Explained, trained_weights: ModelWeights) -
         deletion_curves(model, real.sequences[:2], real.explanations[:1])
     with pytest.raises(ValueError, match="at least 1"):
         deletion_curves(model, real.sequences[:1], real.explanations[:1], max_deleted=0)
+    vocab = trained_weights.vocab_size
+    with pytest.raises(ValueError, match=f"token ids outside \\[0, {vocab}\\)"):
+        run(model, np.array([5, vocab]), np.array([2]), np.zeros((1, 2, trained_weights.hidden_size)))
