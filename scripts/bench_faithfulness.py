@@ -78,10 +78,10 @@ def report(sums: FaithfulnessSums, agreed: AgreementSums) -> None:
         ]
         print(f"{ranking:>7} at k = {K}: " + "; ".join(cells))
     for p, pair in enumerate(PAIRS):
-        rho, overlap = agreed.spearman_quartiles()[p], agreed.overlap_quartiles()[p]
+        rho, overlap = np.round(agreed.spearman_quartiles()[p], 2), agreed.overlap_quartiles()[p]
         print(
-            f"{'-'.join(pair):>7}: Spearman mean {agreed.spearman.mean()[p]:+.3f}, "
-            f"quartiles {np.round(rho, 2)}; top-5 overlap mean {agreed.overlap.mean()[p]:.2f}, quartiles {overlap}"
+            f"{'-'.join(pair):>7}: Spearman mean {agreed.spearman.mean()[p]:+.3f}, quartiles {rho}; "
+            f"top-5 overlap mean {agreed.overlap.mean()[p]:.2f}, quartiles {overlap}"
         )
 
 

@@ -35,7 +35,8 @@ def plain_probabilities(weights: ModelWeights, ids: Sequence[int]) -> np.ndarray
         h = o * np.tanh(c)
     logits = h @ weights.dense_kernel + weights.dense_bias
     exp = np.exp(logits - logits.max())
-    return exp / exp.sum()
+    probabilities: np.ndarray = exp / exp.sum()
+    return probabilities
 
 
 def plain_ranking(ids: Sequence[int], scores: Sequence[float], most_relevant_first: bool) -> list[int]:

@@ -4,6 +4,7 @@ against single reviews, a plain loop and the engine's own masking; the sums behi
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -145,7 +146,8 @@ def test_padding_in_the_input_is_no_token(real: Explained, trained_weights: Mode
     def with_gaps(values: np.ndarray) -> np.ndarray:
         return np.concatenate([[0.0], values[:5], [0.0, 0.0], values[5:]])
 
-    padded_explanation = replace(explanation, **{m: with_gaps(getattr(explanation, m)) for m in METHODS})
+    gaps: dict[str, Any] = {m: with_gaps(getattr(explanation, m)) for m in METHODS}
+    padded_explanation = replace(explanation, **gaps)
     plain = deletion_curves(model, [ids], [explanation], K)
     gaps = deletion_curves(model, [padded], [padded_explanation], K)
     np.testing.assert_allclose(gaps.probability, plain.probability, rtol=0, atol=1e-12)
@@ -177,7 +179,7 @@ def test_deletion_is_the_engines_masking(real: Explained, trained_weights: Model
         for r in range(len(RANKINGS)):
             masked = np.array(ids)
             masked[order[0, d, r, :4]] = PAD_ID
-            (engine,) = Engine(trained_weights).explain([masked], [explanation.target_class])
+            (engine,) = Engine(trained_weights).explain([masked.tolist()], [explanation.target_class])
             assert curves.probability[0, d, r, 4] == pytest.approx(
                 engine.probabilities[engine.target_class], abs=1e-5
             )
