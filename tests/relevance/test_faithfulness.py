@@ -146,8 +146,8 @@ def test_padding_in_the_input_is_no_token(real: Explained, trained_weights: Mode
     def with_gaps(values: np.ndarray) -> np.ndarray:
         return np.concatenate([[0.0], values[:5], [0.0, 0.0], values[5:]])
 
-    gaps: dict[str, Any] = {m: with_gaps(getattr(explanation, m)) for m in METHODS}
-    padded_explanation = replace(explanation, **gaps)
+    gapped: dict[str, Any] = {m: with_gaps(getattr(explanation, m)) for m in METHODS}
+    padded_explanation = replace(explanation, **gapped)
     plain = deletion_curves(model, [ids], [explanation], K)
     gaps = deletion_curves(model, [padded], [padded_explanation], K)
     np.testing.assert_allclose(gaps.probability, plain.probability, rtol=0, atol=1e-12)
