@@ -179,9 +179,12 @@ def test_cli_submit_wait_status_and_export_over_http(service: Service, tmp_path:
 
 def test_a_killed_worker_process_loses_and_doubles_nothing(service: Service) -> None:
     celery = service.app.extensions["celery"]
-    stats = celery.control.inspect(timeout=2.0).stats() or {}
-    children = [pid for s in stats.values() for pid in s["pool"]["processes"]]
-    assert children
+
+    def pool_processes() -> list[int]:  # a loaded machine may answer an inspect call late: ask again
+        stats = celery.control.inspect(timeout=2.0).stats() or {}
+        return [pid for s in stats.values() for pid in s["pool"]["processes"]]
+
+    children: list[int] = service.wait_for(pool_processes, "the worker's pool processes")
     job_id = service.client.post("/api/jobs", json={"dataset": "imdb-test"}).get_json()["id"]
     url = f"/api/jobs/{job_id}"
     service.wait_for(lambda: service.client.get(url).get_json()["done"] > 0, "a first batch")
