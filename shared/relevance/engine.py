@@ -147,7 +147,7 @@ class _Workspace:
             self.z = np.empty(4 * H * rows, dtype)  # forward: pre-activations of one step
             self.i_g = np.empty(H * rows, dtype)  # forward: i * g
             self.tanh_c = np.empty(H * rows, dtype)  # tanh(c_t) of one step
-            self.dz = np.empty(4 * H * rows, dtype)  # backward: dy/dz of one step
+            self.dz = np.empty(4 * H * rows, dtype)  # gradient: dy/dz of one step
             self.gradient_product = np.empty((H + E + 1) * rows, dtype)  # [dh_{t-1}; dx_t; b . dz_t]
             self.output_slope = np.empty(H * rows, dtype)  # o (1 - tanh(c)^2)
             self.tanh_slope = np.empty(H * rows, dtype)  # 1 - g^2
@@ -162,9 +162,9 @@ class _Workspace:
 
 @dataclass
 class _Trace:
-    """What the forward pass keeps for the backward pass, feature-major; rows [0, active[t]) run at step t."""
+    """What the forward pass keeps for the backward passes, feature-major; rows [0, active[t]) run at t."""
 
-    inputs: Array  # (T, 4H, B) x_t W + b, gathered from the table (i, f, o negated)
+    inputs: Array  # (4H, T, B) x_t W + b, gathered from the table (i, f, o negated)
     gates: Array  # (T, 4H, B) i, f, o, g
     z_g: Array  # (T, H, B) pre-activation of g
     c: Array  # (T, H, B)
