@@ -63,7 +63,7 @@ class Settings:
     explain_timeout: float = 10.0  # seconds POST /api/explain waits for a worker
     stall_seconds: float = 120.0  # a queued or running job without progress this long has its batches re-sent
     sweep_seconds: float = 30.0  # how often `celery -A worker beat` looks for stalled jobs
-    batch_retries: int = 8  # retries (exponential backoff up to a minute) of a batch the database refused
+    batch_retries: int = 8  # retries (backoff doubling up to 30 s) of a batch the database refused: ~2 min
     max_deliveries: int = 3  # starts of a batch that never came back (killed, timed out) before giving up
     imdb_archive_url: str = IMDB_ARCHIVE_URL
     imdb_archive_sha256: str = IMDB_ARCHIVE_SHA256

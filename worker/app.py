@@ -12,7 +12,6 @@ from shared.relevance.explainer import Explainer, load_explainer
 from shared.settings import Settings
 
 settings = Settings.from_env()
-settings.instance_dir.mkdir(parents=True, exist_ok=True)  # beat keeps its schedule's state there
 app = make_celery(settings)
 
 

