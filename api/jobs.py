@@ -33,11 +33,14 @@ from api.schemas import (
     JobPath,
     JobRequest,
     JobsQuery,
+    WordsOut,
+    WordsQuery,
 )
 from api.security import READ, WRITE
 from shared.jobs.browse import list_explanations
 from shared.jobs.export import csv_lines, jsonl_line, jsonl_lines, row_record
 from shared.jobs.lifecycle import (
+    ConflictError,
     JobSpec,
     NotFoundError,
     cancel_job,
@@ -48,7 +51,8 @@ from shared.jobs.lifecycle import (
 )
 from shared.jobs.queue import EXPLAIN_TEXT, INTERACTIVE_QUEUE
 from shared.jobs.removal import delete_job
-from shared.store.models import Dataset, Explanation, Job, Review
+from shared.jobs.word_stats import default_min_reviews, job_word_stats, orientation
+from shared.store.models import FINISHED, Dataset, Explanation, Job, Review
 
 EXPORT_ROWS_PER_FETCH = 200
 JSON_BODIES = ("POST", "PUT", "PATCH", "DELETE")
@@ -216,6 +220,49 @@ def explanation(path: ExplanationPath) -> Any:
     record = row_record(row)
     record.update(true_class=row.true_class, error=row.error, text=review.text, heatmap_html=row.heatmap_html)
     return Response(jsonl_line(record), mimetype="application/json")
+
+
+@bp.get("/jobs/<int:job_id>/words", responses={200: WordsOut, 409: ErrorBody}, security=READ)
+def words(path: JobPath, query: WordsQuery) -> Any:
+    """A finished job's words, oriented to fixed classes: per method and class, the words with the highest
+    mean relevance toward the class (signed methods) or when it is predicted (unsigned); 409 until the job
+    has finished."""
+    job = get_job(db(), path.job_id)
+    if job.status not in FINISHED:
+        raise ConflictError(
+            "job_not_finished", f"job {job.id} is {job.status}: its words come when it finishes"
+        )
+    stats = job_word_stats(db(), settings().effective_database_url, job)
+    classes = the_model().class_names
+    min_reviews = query.min_reviews or default_min_reviews(stats.review_count)
+    views = [
+        {
+            "method": view.method,
+            "direction": "toward" if view.signed else "predicted",
+            "class_index": view.class_index,
+            "class_name": classes[view.class_index],
+            "title": view.title(classes),
+            "reviews": stats.view_reviews(view),
+            "words": [
+                {
+                    "word": w.word,
+                    "mean": w.mean,
+                    "occurrences": w.occurrences,
+                    "reviews": w.reviews,
+                    "weak": w.weak,
+                }
+                for w in stats.ranking(view, min_reviews, query.limit)
+            ],
+        }
+        for view in stats.views()
+    ]
+    return {
+        "job_id": job.id,
+        "review_count": stats.review_count,
+        "min_reviews": min_reviews,
+        "orientation": orientation(classes),
+        "views": views,
+    }
 
 
 EXPORTED = {

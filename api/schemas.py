@@ -10,6 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from shared.jobs.browse import ExplanationFilter, Sort, normalise_word
 from shared.jobs.lifecycle import PREDICTED
+from shared.jobs.word_stats import WEAK_REVIEWS
 from shared.relevance.methods import METHODS
 
 MAX_REQUEST_BYTES = 64 * 1024 * 1024  # a request body (Flask's MAX_CONTENT_LENGTH): larger gives 413
@@ -22,6 +23,7 @@ MAX_CLASS = 1_000  # a class index (the model says how many classes there are)
 MAX_PAGE = 1_000_000  # times per_page, far inside the databases' OFFSET range
 MAX_PER_PAGE = 200
 MAX_JOBS_LISTED = 1_000
+MAX_WORDS = 1_000  # words per view of a job's word statistics
 MAX_ID_CHARS = 64  # reviews.id and datasets.name are VARCHAR(64)
 NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL characters
 # A page's job id: beyond the databases' integer there is no such job (404); the API says 422 (JobPath).
@@ -154,6 +156,17 @@ class ListingQuery(Query):
         )
 
 
+class WordsQuery(Query):
+    min_reviews: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_DB_INT,
+        description="only words seen in at least this many of a view's reviews (default: 20 in a job of "
+        "1,000 reviews or more, else 2)",
+    )
+    limit: int = Field(20, ge=1, le=MAX_WORDS, description="words per view, best first")
+
+
 class PageQuery(Query):
     page: int = Field(1, ge=1, le=MAX_PAGE)
 
@@ -263,6 +276,37 @@ class ExplanationDetail(Record):
     true_class: int | None
     text: str
     heatmap_html: str | None
+
+
+class WordOut(BaseModel):
+    word: str
+    mean: float = Field(description="mean relevance per occurrence, within the view")
+    occurrences: int
+    reviews: int = Field(description="the view's reviews containing the word")
+    weak: bool = Field(description=f"seen in fewer than {WEAK_REVIEWS} of the view's reviews: weak evidence")
+
+
+class WordView(BaseModel):
+    """One ranking: a signed method's words toward a class, or an unsigned one's most sensitive words among
+    the reviews predicted as that class."""
+
+    method: Method
+    direction: Literal["toward", "predicted"]
+    class_index: int
+    class_name: str
+    title: str
+    reviews: int = Field(description="the reviews the means are over")
+    words: list[WordOut]
+
+
+class WordsOut(BaseModel):
+    """A finished job's words, oriented to fixed classes (`orientation` says how, in one line)."""
+
+    job_id: int
+    review_count: int
+    min_reviews: int
+    orientation: str
+    views: list[WordView]
 
 
 class ExplainResult(Record):

@@ -76,7 +76,7 @@ def fill(settings: Settings, sessions: sessionmaker[Session], limit: int) -> int
         job_id = job.id
     explainer = load_explainer(settings.model_path)
     for number, batch in enumerate(batches, start=1):
-        run_batch(sessions, explainer, job_id, batch)
+        run_batch(sessions, explainer, job_id, batch, max_deliveries=settings.max_deliveries)
         print(f"\rfilling: {number * BATCH} of {limit} reviews", end="", flush=True)
     print(f"\rfilled {limit} reviews in {time.perf_counter() - started:.0f} s")
     with sessions() as session:  # what autovacuum does soon after a big job: planner statistics
@@ -138,7 +138,7 @@ def main() -> None:
         with sessions() as session:
             job = session.get_one(Job, job_id)
             started = time.perf_counter()
-            job_word_stats(session, settings.instance_dir, settings.effective_database_url, job)
+            job_word_stats(session, settings.effective_database_url, job)
             print(f"word statistics of job {job_id}, computed once: {time.perf_counter() - started:.1f} s")
             query = select(Explanation.review_id).where(Explanation.job_id == job_id)
             review_ids = list(session.scalars(query))

@@ -58,7 +58,7 @@ def explain_batch(task: Task[Any, Any], job_id: int, review_ids: list[str]) -> N
         "batch job=%d reviews=%d seconds=%.3f %s", job_id, len(review_ids), _since(started), outcome.summary
     )
     with sessions() as session:  # the web UI's word statistics, ready before anyone opens the job
-        prepare_when_finished(session, settings.instance_dir, settings.effective_database_url, job_id)
+        prepare_when_finished(session, job_id)
 
 
 def _since(started: float) -> float:

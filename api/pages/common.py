@@ -36,19 +36,20 @@ def listing_args() -> dict[str, str]:
 
 @bp.app_template_filter("listing_url")
 def listing_url(args: dict[str, str], **changes: Any) -> str:
-    """The query string of the current listing with some parameters changed (None removes one)."""
+    """The query string of the current listing with some parameters changed (None removes one); empty when
+    nothing is left (a link then names its page alone, no stray `?`)."""
     merged = {**args, **{k: str(v) for k, v in changes.items() if v is not None}}
     for k in [k for k, v in changes.items() if v is None]:
         merged.pop(k, None)
-    return "?" + urlencode(merged) if merged else "?"
+    return "?" + urlencode(merged) if merged else ""
 
 
 def word_stats(job: Job) -> WordStats | None:
-    """The job's word statistics once it has finished (computed on the first call, then cached)."""
+    """The job's word statistics once it has finished (from the database; computed and stored on the first
+    call of any process)."""
     if job.status not in FINISHED:
         return None
-    s = settings()
-    return job_word_stats(db(), s.instance_dir, s.effective_database_url, job)
+    return job_word_stats(db(), settings().effective_database_url, job)
 
 
 def word_lookup(job: Job, listing: ListingQuery) -> WordLookup | None:

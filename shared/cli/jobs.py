@@ -14,6 +14,9 @@ from shared.relevance.methods import METHODS
 from shared.settings import Settings
 
 POLL_SECONDS = 0.5
+# tqdm's own rate counts the reviews between two polls, a burst when several batches land together; the bar
+# shows the job's rate instead (the API's reviews_per_second: its reviews so far over its time so far).
+BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
 
 
 class Api:
@@ -46,17 +49,24 @@ class Api:
         return result
 
 
+def rate_and_eta(job: dict[str, Any]) -> list[str]:
+    """The job's own rate (all its reviews over the time since it began, as the API reports it) and ETA."""
+    parts = []
+    if job["reviews_per_second"]:
+        parts.append(f"{job['reviews_per_second']:.0f} reviews/s")
+    if job["eta_seconds"] is not None:
+        parts.append(f"ETA {job['eta_seconds']:.0f} s")
+    return parts
+
+
 def describe(job: dict[str, Any]) -> str:
     """One line: status, counts, rate, ETA and accuracy so far."""
     parts = [
         f"job {job['id']}: {job['status']}",
         f"{job['done']}/{job['total']} done",
         f"{job['failed']} failed",
+        *rate_and_eta(job),
     ]
-    if job["reviews_per_second"]:
-        parts.append(f"{job['reviews_per_second']:.0f} reviews/s")
-    if job["eta_seconds"] is not None:
-        parts.append(f"ETA {job['eta_seconds']:.0f} s")
     if job["accuracy"] is not None:
         parts.append(f"accuracy {job['accuracy']:.4f}")
     if job["error"]:
@@ -64,15 +74,22 @@ def describe(job: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def bar_postfix(job: dict[str, Any]) -> str:
+    """The progress bar's words: status, failures, the job's rate and ETA."""
+    return ", ".join([job["status"], f"{job['failed']} failed", *rate_and_eta(job)])
+
+
 def follow(api: Api, job_id: int) -> dict[str, Any]:
-    """Poll the job with a progress bar (rate and ETA) until it finishes."""
+    """Poll the job with a progress bar (the job's own rate and ETA) until it finishes."""
     from shared.store.models import FINISHED  # SQLAlchemy only when needed: `relevance --help` starts fast
 
     job = api.job(job_id)
-    with tqdm(total=job["total"], unit=" reviews", desc=f"job {job_id}", file=sys.stderr) as bar:
+    with tqdm(
+        total=job["total"], unit=" reviews", desc=f"job {job_id}", file=sys.stderr, bar_format=BAR_FORMAT
+    ) as bar:
         while True:
             bar.update(job["done"] + job["failed"] - bar.n)
-            bar.set_postfix_str(f"{job['status']}, {job['failed']} failed")
+            bar.set_postfix_str(bar_postfix(job))
             if job["status"] in FINISHED:
                 return job
             time.sleep(POLL_SECONDS)

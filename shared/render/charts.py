@@ -6,7 +6,9 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from shared.render.colours import AGAINST_RGB, FOR_RGB, hex_colour
+from shared.render.colours import FOR_RGB, UNSIGNED_RGB, hex_colour
+
+PALE = 1 / 3
 
 
 @dataclass(frozen=True)
@@ -16,18 +18,27 @@ class BarPanel:
     title: str
     labels: Sequence[str]
     values: Sequence[float]
-    towards: bool  # True: bars in the "for" colour (red), False: the "against" colour (blue)
+    signed: bool  # True: toward a class, in the heatmaps' "for" colour (red); False: no sign (purple)
+    weak: Sequence[bool]  # bars of weak evidence, drawn pale
+
+
+def pale_rgb(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The colour a third of the way from white: for bars that are weak evidence."""
+    r, g, b = (round(255 - (255 - c) * PALE) for c in rgb)
+    return r, g, b
 
 
 def bar_panels_png(panels: Sequence[BarPanel], title: str) -> bytes:
-    """Panels side by side with a zero line, on the heatmaps' red and blue."""
+    """Panels side by side with a zero line, in the heatmaps' colours."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(4 * len(panels), 4.8), dpi=100, layout="constrained")
     axes_row = figure.subplots(1, len(panels), squeeze=False)[0]
     for axes, panel in zip(axes_row, panels, strict=True):
-        colour = hex_colour(FOR_RGB if panel.towards else AGAINST_RGB)
-        axes.barh(list(panel.labels)[::-1], list(panel.values)[::-1], color=colour)
+        rgb = FOR_RGB if panel.signed else UNSIGNED_RGB
+        pale = hex_colour(pale_rgb(rgb))
+        colours = [pale if weak else hex_colour(rgb) for weak in panel.weak]
+        axes.barh(list(panel.labels)[::-1], list(panel.values)[::-1], color=colours[::-1])
         axes.set_title(panel.title)
         axes.axvline(0, color="#444", linewidth=0.8)
         axes.tick_params(labelsize=8)

@@ -199,3 +199,15 @@ class BatchDelivery(Base):
     first_review_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     size: Mapped[int] = mapped_column(Integer, primary_key=True)
     starts: Mapped[int] = mapped_column(Integer)
+
+
+class JobWordStats(Base):
+    """A finished job's word statistics (`shared.jobs.word_stats`), computed once and read by every web
+    process on any host: the arrays as one NumPy `.npz` blob, valid while `version` names the job's rows."""
+
+    __tablename__ = "job_word_stats"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64))
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    data: Mapped[bytes] = mapped_column(LargeBinary)

@@ -3,7 +3,9 @@ CSRF, escaping and 404 pages."""
 
 from __future__ import annotations
 
+import csv
 import html
+import io
 import re
 from collections.abc import Callable
 from typing import Any
@@ -13,10 +15,12 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
+from shared.jobs.batches import run_batch
 from shared.jobs.browse import ExplanationFilter, list_explanations, neighbours
 from shared.jobs.lifecycle import JobSpec
-from shared.jobs.word_stats import CACHE_FOLDER, job_word_stats
-from shared.store.models import Explanation, Job, Review
+from shared.jobs.word_stats import job_word_stats
+from shared.relevance.explainer import load_explainer
+from shared.store.models import Explanation, Job, JobWordStats, Review
 from tests.ui.conftest import Site, csrf_token, run_job_here
 
 REVIEW_LINK = re.compile(r'href="/jobs/\d+/reviews/([^"?]+)[^"]*"')
@@ -185,7 +189,7 @@ def test_review_page_shows_three_methods_with_signed_colours(client: FlaskClient
     body = page(client, f"/jobs/{site.job_id}/reviews/{row.review_id}")
     assert row.lrp is not None and row.sa is not None and row.gi is not None and row.spans is not None
     shown = [k for k, (a, b) in enumerate(row.spans.reshape(-1, 2)) if b > a]
-    for method, stored in (("lrp", row.lrp), ("gi", row.gi), ("sa", row.sa)):
+    for method, stored in (("lrp", row.lrp), ("gi", row.gi), ("sa", np.sqrt(row.sa))):  # SA: its square root
         tokens = shaded_tokens(body, method)
         assert [v for _, v in tokens] == pytest.approx([float(stored[k]) for k in shown], rel=5e-3, abs=1e-6)
         for shade, value in tokens:
@@ -222,37 +226,141 @@ def test_previous_and_next_follow_the_listing(client: FlaskClient, site: Site, s
     assert 'id="previous-review"' not in first
 
 
-def test_words_page_tables_and_cached_charts(
+WORD_ROW = re.compile(
+    r'<tr(?: class="weak")?><td>(?:<a [^>]+>)?([^<]+)(?:</a>)?( <span class="weak-mark">weak</span>)?</td>'
+    r"<td>(-?\d+\.\d{4})</td><td>(\d+)</td><td>(\d+)</td></tr>"
+)
+
+
+def word_table(body: str, method: str, class_index: int) -> list[tuple[str, bool, float, int, int]]:
+    """(word, marked weak, mean, occurrences, reviews) of one table of the words page."""
+    table = re.search(
+        rf'<table class="word-table" id="words-{method}-{class_index}">(.*?)</table>', body, re.S
+    )
+    assert table, f"no {method} table for class {class_index}"
+    return [
+        (html.unescape(w), bool(weak), float(m), int(o), int(r))
+        for w, weak, m, o, r in WORD_ROW.findall(table.group(1))
+    ]
+
+
+def expected_words(
+    rows: list[Explanation], method: str, class_index: int, min_reviews: int
+) -> list[tuple[str, float, int, int]]:
+    """A view recomputed from the stored rows: (word, mean, occurrences, reviews), best first. Signed methods
+    toward the class (a review explained for the other class negated), SA among the reviews predicted so."""
+    sums: dict[int, float] = {}
+    occurrences: dict[int, int] = {}
+    reviews: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for row in rows:
+        if row.error is not None or row.token_ids is None or row.tokens is None:
+            continue
+        if method == "sa":
+            if row.predicted_class != class_index:
+                continue
+            sign = 1.0
+        else:
+            sign = 1.0 if row.target_class == class_index else -1.0
+        ids = [int(i) for i in row.token_ids][1:]
+        texts, values = row.tokens.split("\n")[1:], getattr(row, method)[1:]
+        for i, text, value in zip(ids, texts, values, strict=True):
+            names.setdefault(i, "<unk>" if i == 2 else text)
+            sums[i] = sums.get(i, 0.0) + sign * float(value)
+            occurrences[i] = occurrences.get(i, 0) + 1
+        for i in set(ids):
+            reviews[i] = reviews.get(i, 0) + 1
+    kept = [
+        (names[i], sums[i] / occurrences[i], occurrences[i], reviews[i])
+        for i in sums
+        if reviews[i] >= min_reviews
+    ]
+    return sorted(kept, key=lambda w: (-w[1], w[0]))
+
+
+def test_words_page_ranks_toward_fixed_classes(client: FlaskClient, site: Site) -> None:
+    rows = all_rows(site)
+    body = page(client, f"/jobs/{site.job_id}/words?min_reviews=5")
+    line = re.search(r'<p id="words-orientation">(.*?)</p>', body, re.S)
+    assert line and "Oriented to fixed classes" in line.group(1)
+    assert "LRP and GI: the words pushing toward negative and positive" in html.unescape(line.group(1))
+    assert "SA has no sign: its most sensitive words per predicted class" in line.group(1)
+    for method in ("lrp", "gi", "sa"):
+        for class_index in (0, 1):
+            shown = word_table(body, method, class_index)
+            expected = expected_words(rows, method, class_index, 5)[:20]
+            assert len(shown) == 20
+            assert [(w, o, r) for w, _, _, o, r in shown] == [(w, o, r) for w, _, o, r in expected]
+            assert [m for *_, m, _, _ in shown] == pytest.approx([m for _, m, _, _ in expected], abs=1e-4)
+            assert all(r >= 5 for *_, r in shown)
+            assert all(weak == (r < 10) for _, weak, _, _, r in shown)  # fewer than 10 reviews: marked
+    # Toward one of two classes is against the other: the two LRP tables never share a word, and every mean
+    # toward positive is positive (the issue: "waste" and "superb" in one list).
+    toward = {c: word_table(body, "lrp", c) for c in (0, 1)}
+    assert not {w for w, *_ in toward[0]} & {w for w, *_ in toward[1]}
+    assert all(m > 0 for _, _, m, _, _ in toward[0] + toward[1])
+    titles = re.findall(r"<caption>([^<]+) <span", body)
+    assert (
+        titles[:2] == ["LRP toward negative", "LRP toward positive"]
+        and "SA when predicted positive" in titles
+    )
+
+
+def test_words_threshold_hides_and_marks_weak_evidence(client: FlaskClient, site: Site) -> None:
+    rows = all_rows(site)
+    loose = word_table(page(client, f"/jobs/{site.job_id}/words?min_reviews=1"), "gi", 1)
+    assert any(weak for _, weak, *_ in loose)  # single-review words top the list: marked as weak
+    assert [w for w, *_ in loose] == [w for w, *_ in expected_words(rows, "gi", 1, 1)[:20]]
+    strict = page(client, f"/jobs/{site.job_id}/words?min_reviews=20")
+    assert 'option value="20" selected' in strict
+    for class_index in (0, 1):
+        shown = word_table(strict, "gi", class_index)
+        assert shown and all(r >= 20 and not weak for _, weak, _, _, r in shown)
+    default = page(client, f"/jobs/{site.job_id}/words")  # 250 reviews: words in at least 2 of them
+    assert 'option value="2" selected' in default
+
+
+def test_words_csv_lists_every_word_above_the_threshold(client: FlaskClient, site: Site) -> None:
+    rows = all_rows(site)
+    response = client.get(f"/jobs/{site.job_id}/words.csv?min_reviews=5")
+    assert response.status_code == 200 and response.mimetype == "text/csv"
+    assert response.headers["Content-Disposition"] == f"attachment; filename=job-{site.job_id}-words.csv"
+    lines = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    assert f'href="/jobs/{site.job_id}/words.csv?min_reviews=5"' in page(
+        client, f"/jobs/{site.job_id}/words?min_reviews=5"
+    )
+    for method, direction in (("lrp", "toward"), ("gi", "toward"), ("sa", "predicted")):
+        for class_index, name in enumerate(("negative", "positive")):
+            listed = [
+                r for r in lines if (r["method"], r["direction"], r["class"]) == (method, direction, name)
+            ]
+            expected = expected_words(rows, method, class_index, 5)
+            assert [(r["word"], int(r["occurrences"]), int(r["reviews"])) for r in listed] == [
+                (w, o, n) for w, _, o, n in expected
+            ]
+            assert [float(r["mean"]) for r in listed] == pytest.approx(
+                [m for _, m, _, _ in expected], rel=1e-5
+            )
+            assert [int(r["rank"]) for r in listed] == list(range(1, len(expected) + 1))
+            assert [r["weak"] for r in listed] == [str(int(n < 10)) for *_, n in expected]
+
+
+def test_words_charts_and_statistics_are_made_once(
     client: FlaskClient, site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    body = page(client, f"/jobs/{site.job_id}/words?min_count=5")
     for method in ("lrp", "sa", "gi"):
-        assert f'id="words-{method}"' in body
-        chart = client.get(f"/jobs/{site.job_id}/words/{method}.png?min_count=5")
+        chart = client.get(f"/jobs/{site.job_id}/words/{method}.png?min_reviews=5")
         assert chart.status_code == 200 and chart.mimetype == "image/png"
         assert chart.data.startswith(b"\x89PNG")
-    table = re.search(r'id="words-lrp">.*?<tbody>(.*?)</tbody>', body, re.S)
-    assert table
-    means = [float(m) for m in re.findall(r"<td>(-?\d+\.\d{4})</td>", table.group(1))]
-    assert means == sorted(means, reverse=True) and len(means) == 20
-    counts = [int(c) for c in re.findall(r"</td><td>(\d+)</td><td>\d+</td></tr>", table.group(1))]
-    assert min(counts) >= 5
-    # The first word's mean LRP, recomputed from the rows.
-    word = html.unescape(re.findall(r"<tr><td>(?:<a [^>]+>)?([^<]+)", table.group(1))[0])
-    values = [
-        float(v)
-        for r in all_rows(site)
-        for t, v in zip(r.tokens.split("\n")[1:], r.lrp[1:], strict=True)
-        if t == word
-    ]
-    assert means[0] == pytest.approx(np.mean(values), abs=1e-4)
-    # Computed once: a second view reads the cache, even if computing would now fail.
-    cached = list((site.settings.instance_dir / CACHE_FOLDER).glob("*"))
-    assert any(p.suffix == ".npz" for p in cached) and any(p.suffix == ".png" for p in cached)
+    with site.sessions()() as session:  # stored in the database, nothing under the instance folder
+        assert session.get(JobWordStats, site.job_id) is not None
+    assert not list(site.settings.instance_dir.rglob("*.npz")) and not list(
+        site.settings.instance_dir.rglob("*.png")
+    )
     monkeypatch.setattr("shared.jobs.word_stats.compute", lambda *_: pytest.fail("recomputed"))
     monkeypatch.setattr("shared.jobs.word_stats._bar_chart", lambda *_: pytest.fail("redrawn"))
-    page(client, f"/jobs/{site.job_id}/words?min_count=5")
-    assert client.get(f"/jobs/{site.job_id}/words/lrp.png?min_count=5").status_code == 200
+    page(client, f"/jobs/{site.job_id}/words?min_reviews=5")
+    assert client.get(f"/jobs/{site.job_id}/words/lrp.png?min_reviews=5").status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -363,7 +471,7 @@ def test_word_index_lists_what_scanning_the_tokens_lists(site: Site, sort: str) 
     with site.sessions()() as session:
         job = session.get_one(Job, site.job_id)
         settings = site.settings
-        index = job_word_stats(session, settings.instance_dir, settings.effective_database_url, job).index
+        index = job_word_stats(session, settings.effective_database_url, job).index
         searches = [
             ExplanationFilter(word="film"),
             ExplanationFilter(word="boring", true_class=0),
@@ -414,5 +522,139 @@ def test_a_failing_page_is_an_html_500_without_internals(
 
 
 def test_words_page_offers_its_minimum_counts_only(client: FlaskClient, site: Site) -> None:
-    body = page(client, f"/jobs/{site.job_id}/words?min_count=3", 422)
-    assert "min_count: must be one of 1, 2, 5, 10, 20, 50, 100" in body
+    body = page(client, f"/jobs/{site.job_id}/words?min_reviews=4", 422)
+    assert "min_reviews: must be one of 1, 2, 3, 5, 10, 20, 50, 100" in body
+
+
+def test_review_links_carry_no_stray_question_mark(client: FlaskClient, site: Site) -> None:
+    body = page(client, f"/jobs/{site.job_id}")
+    links = re.findall(r'href="(/jobs/\d+/reviews/[^"]*)"', body)
+    assert len(links) == 50 and not [link for link in links if "?" in link]
+    filtered = page(client, f"/jobs/{site.job_id}?true_class=1")
+    assert all(
+        link.endswith("?true_class=1") for link in re.findall(r'href="(/jobs/\d+/reviews/[^"]*)"', filtered)
+    )
+    review = page(client, f"/jobs/{site.job_id}/reviews/{all_rows(site)[0].review_id}")
+    assert not re.findall(r'href="[^"]*\?"', review)
+
+
+def test_review_page_shows_sa_by_its_square_root(client: FlaskClient, site: Site) -> None:
+    row = all_rows(site)[7]
+    assert row.sa is not None
+    body = page(client, f"/jobs/{site.job_id}/reviews/{row.review_id}")
+    legend = re.search(r'<span id="sa-scale">(.*?)</span>', body, re.S)
+    assert legend and "square root" in legend.group(1)
+    root = np.sqrt(row.sa.astype(np.float64))
+    assert re.search(rf"√SA full colour at {float(root.max()):.3g}<", body)
+    for shade, value in shaded_tokens(body, "sa"):  # exact zero alone is white
+        assert (shade == "h0") == (value == 0)
+    # The job-wide scale: the square root of the job's SA scale.
+    with site.sessions()() as session:
+        job = session.get_one(Job, site.job_id)
+        scale = job_word_stats(session, site.settings.effective_database_url, job).scales["sa"]
+    job_wide = page(client, f"/jobs/{site.job_id}/reviews/{row.review_id}?scale=job")
+    assert f"√SA full colour at {np.sqrt(scale):.3g}<" in job_wide
+
+
+VALUE_CELL = r'<td class="(h[pns]?\d+)">([^<]+)</td>'
+TOKEN_ROW = re.compile(rf"<tr><td>(\d+)</td><td>([^<]*)</td>{VALUE_CELL * 3}</tr>")
+
+
+def token_table(body: str) -> list[tuple[int, str, float, float, float]]:
+    """(position, token, LRP, SA, GI) of the review page's token table, as listed."""
+    table = re.search(r'<table class="token-table"[^>]*>(.*?)</table>', body, re.S)
+    assert table
+    return [
+        (int(m[0]), html.unescape(m[1]), float(m[3]), float(m[5]), float(m[7]))
+        for m in TOKEN_ROW.findall(table.group(1))
+    ]
+
+
+@pytest.mark.parametrize(
+    ("order", "key"),
+    [
+        ("", lambda t: -abs(t[2])),  # by default: |LRP|, largest first
+        ("position", lambda t: t[0]),
+        ("sa", lambda t: -t[3]),
+        ("gi", lambda t: -abs(t[4])),
+        ("lrp-for", lambda t: -t[2]),
+        ("gi-against", lambda t: t[4]),
+    ],
+)
+def test_review_token_table_lists_every_token_in_order(
+    client: FlaskClient, site: Site, order: str, key: Callable[[tuple[int, str, float, float, float]], float]
+) -> None:
+    row = next(r for r in all_rows(site) if r.truncated)
+    assert row.tokens is not None and row.spans is not None
+    body = page(
+        client, f"/jobs/{site.job_id}/reviews/{row.review_id}" + (f"?tokens={order}" if order else "")
+    )
+    listed = token_table(body)
+    read = [k for k, (a, b) in enumerate(row.spans.reshape(-1, 2)) if b > a]
+    tokens = row.tokens.split("\n")
+    stored = {
+        n: (n, tokens[k], float(row.lrp[k]), float(row.sa[k]), float(row.gi[k]))  # type: ignore[index]
+        for n, k in enumerate(read, start=1)
+    }
+    assert sorted(t[0] for t in listed) == list(stored)  # every token the model read, once
+    for position, token, *values in listed:
+        assert token == stored[position][1]
+        assert values == pytest.approx(list(stored[position][2:]), rel=1e-3, abs=1e-9)
+    expected = sorted(stored.values(), key=lambda t: (key(t), t[0]))  # ties in reading order
+    assert [t[0] for t in listed] == [t[0] for t in expected]
+    assert f'data-order="{order or "lrp"}"' in body
+
+
+def test_review_token_table_refuses_unknown_orders(client: FlaskClient, site: Site) -> None:
+    body = page(client, f"/jobs/{site.job_id}/reviews/{all_rows(site)[0].review_id}?tokens=sa-for", 422)
+    assert "tokens: must be one of position, lrp, sa, gi, lrp-for" in html.unescape(body)
+
+
+def test_review_page_links_its_json(client: FlaskClient, site: Site) -> None:
+    row = all_rows(site)[5]
+    body = page(client, f"/jobs/{site.job_id}/reviews/{row.review_id}")
+    link = re.search(r'<a id="review-json" href="([^"]+)"', body)
+    assert link and link.group(1) == f"/api/jobs/{site.job_id}/explanations/{row.review_id}"
+    record = client.get(html.unescape(link.group(1))).get_json()
+    assert row.lrp is not None and record["id"] == row.review_id
+    assert record["relevance"]["lrp"] == pytest.approx(row.lrp.tolist())
+
+
+def test_explain_the_other_class_makes_a_job_for_it(client: FlaskClient, site: Site) -> None:
+    row = all_rows(site)[11]
+    assert row.target_class is not None
+    other = 1 - row.target_class
+    body = page(client, f"/jobs/{site.job_id}/reviews/{row.review_id}")
+    form = re.search(r'<form method="post" action="([^"]+)" id="explain-other".*?</form>', body, re.S)
+    assert form and f'name="target" value="{other}"' in form.group(0)
+    assert f'name="target" value="{row.target_class}"' not in form.group(0)
+    token = csrf_token(client)
+    response = client.post(
+        form.group(1), data={"csrf_token": token, "review_id": row.review_id, "target": other}
+    )
+    assert response.status_code == 303
+    match = re.fullmatch(r"/jobs/(\d+)/reviews/(texts/\d+/0)", response.headers["Location"])
+    assert match
+    job_id, review_id = int(match.group(1)), match.group(2)
+    with site.sessions()() as session:
+        job = session.get_one(Job, job_id)
+        assert (job.kind, job.target, job.total, job.methods) == ("texts", str(other), 1, "lrp,sa,gi")
+        original = session.get_one(Review, row.review_id).text
+        assert session.get_one(Review, review_id).text == original
+    assert "data-reload-when-done" in page(client, response.headers["Location"])  # no worker here
+    # Explain its batch here, with the worker's code: the review is explained for the other class.
+    sessions = site.sessions()
+    run_batch(sessions, load_explainer(site.settings.model_path), job_id, [review_id], max_deliveries=3)
+    with sessions() as session:
+        again = session.get_one(Explanation, (job_id, review_id))
+    assert (again.target_class, again.predicted_class) == (other, row.predicted_class)
+    assert again.lrp is not None and row.lrp is not None and not np.allclose(again.lrp, row.lrp)
+    shown = page(client, response.headers["Location"])
+    assert f"<dt>Explained class</dt><dd>{('negative', 'positive')[other]}" in shown
+    # Refused: the class it was explained for, a class the model lacks, no CSRF token, an unknown review.
+    url = form.group(1)
+    same = {"csrf_token": token, "review_id": row.review_id, "target": row.target_class}
+    assert client.post(url, data=same).status_code == 422
+    assert client.post(url, data=same | {"target": 2}).status_code == 422
+    assert client.post(url, data=same | {"target": other, "csrf_token": ""}).status_code == 400
+    assert client.post(url, data=same | {"target": other, "review_id": "test/pos/none"}).status_code == 404
