@@ -21,6 +21,7 @@ from shared.jobs.lifecycle import JobSpec
 from shared.jobs.word_stats import job_word_stats
 from shared.relevance.explainer import load_explainer
 from shared.store.models import Explanation, Job, JobWordStats, Review
+from tests.helpers.words import expected_words
 from tests.ui.conftest import Site, csrf_token, run_job_here
 
 REVIEW_LINK = re.compile(r'href="/jobs/\d+/reviews/([^"?]+)[^"]*"')
@@ -242,40 +243,6 @@ def word_table(body: str, method: str, class_index: int) -> list[tuple[str, bool
         (html.unescape(w), bool(weak), float(m), int(o), int(r))
         for w, weak, m, o, r in WORD_ROW.findall(table.group(1))
     ]
-
-
-def expected_words(
-    rows: list[Explanation], method: str, class_index: int, min_reviews: int
-) -> list[tuple[str, float, int, int]]:
-    """A view recomputed from the stored rows: (word, mean, occurrences, reviews), best first. Signed methods
-    toward the class (a review explained for the other class negated), SA among the reviews predicted so."""
-    sums: dict[int, float] = {}
-    occurrences: dict[int, int] = {}
-    reviews: dict[int, int] = {}
-    names: dict[int, str] = {}
-    for row in rows:
-        if row.error is not None or row.token_ids is None or row.tokens is None:
-            continue
-        if method == "sa":
-            if row.predicted_class != class_index:
-                continue
-            sign = 1.0
-        else:
-            sign = 1.0 if row.target_class == class_index else -1.0
-        ids = [int(i) for i in row.token_ids][1:]
-        texts, values = row.tokens.split("\n")[1:], getattr(row, method)[1:]
-        for i, text, value in zip(ids, texts, values, strict=True):
-            names.setdefault(i, "<unk>" if i == 2 else text)
-            sums[i] = sums.get(i, 0.0) + sign * float(value)
-            occurrences[i] = occurrences.get(i, 0) + 1
-        for i in set(ids):
-            reviews[i] = reviews.get(i, 0) + 1
-    kept = [
-        (names[i], sums[i] / occurrences[i], occurrences[i], reviews[i])
-        for i in sums
-        if reviews[i] >= min_reviews
-    ]
-    return sorted(kept, key=lambda w: (-w[1], w[0]))
 
 
 def test_words_page_ranks_toward_fixed_classes(client: FlaskClient, site: Site) -> None:
@@ -650,7 +617,7 @@ def test_explain_the_other_class_makes_a_job_for_it(client: FlaskClient, site: S
     assert (again.target_class, again.predicted_class) == (other, row.predicted_class)
     assert again.lrp is not None and row.lrp is not None and not np.allclose(again.lrp, row.lrp)
     shown = page(client, response.headers["Location"])
-    assert f"<dt>Explained class</dt><dd>{('negative', 'positive')[other]}" in shown
+    assert f'<dd id="explained-class">{("negative", "positive")[other]} (logit' in shown
     # Refused: the class it was explained for, a class the model lacks, no CSRF token, an unknown review.
     url = form.group(1)
     same = {"csrf_token": token, "review_id": row.review_id, "target": row.target_class}
