@@ -18,12 +18,12 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
+from sqlalchemy import select
 
 from shared.jobs.lifecycle import JobSpec
 from shared.jobs.queue import BULK_QUEUE
-from shared.jobs.word_stats import CACHE_FOLDER
 from shared.store.db import session_factory
-from shared.store.models import Explanation, Job
+from shared.store.models import Explanation, Job, JobWordStats
 from tests.ui.conftest import LiveSite, run_job_here
 
 CHROMIUM = "/usr/bin/chromium"
@@ -106,9 +106,14 @@ def test_progress_bar_reaches_100_percent_against_a_real_worker(
         job = session.get_one(Job, job_id)
         assert (job.status, job.done + job.failed) == ("succeeded", job.total)
     screenshot(browser, screenshots, "jobs")
-    # The worker that finished the job also prepared its word statistics for the words page.
-    cache = live_site.service.settings.instance_dir / CACHE_FOLDER
-    wait(browser).until(lambda _: list(cache.glob(f"job-{job_id}-*.npz")))
+    # The worker that finished the job also stored its word statistics for the words page, in the database.
+    wait(browser).until(lambda _: stored_word_stats(live_site, job_id))
+    assert not list(live_site.service.settings.instance_dir.rglob("*.npz"))
+
+
+def stored_word_stats(live_site: LiveSite, job_id: int) -> bool:
+    with session_factory(live_site.service.settings.effective_database_url)() as session:
+        return session.get(JobWordStats, job_id) is not None
 
 
 def colour_of(token: WebElement) -> tuple[int, int, int]:
@@ -162,6 +167,23 @@ def test_review_colours_match_the_stored_relevance_signs(
         lambda d: all(d.execute_script("return arguments[0].naturalWidth", c) for c in charts)
     )
     screenshot(browser, screenshots, "words")
+
+
+def test_explain_the_other_class_through_a_real_worker(live_site: LiveSite, browser: WebDriver) -> None:
+    settings = live_site.service.settings
+    job_id = run_job_here(settings, JobSpec(dataset="imdb-test", limit=3))
+    with session_factory(settings.effective_database_url)() as session:
+        row = session.scalars(select(Explanation).where(Explanation.job_id == job_id)).first()
+    assert row is not None and row.target_class is not None
+    browser.get(f"{live_site.url}/jobs/{job_id}/reviews/{row.review_id}")
+    explained = browser.find_element(By.ID, "explained-class").text
+    browser.find_element(By.CSS_SELECTOR, "#explain-other button").click()
+    # The pending page reloads itself into the result once the interactive worker has stored it.
+    wait(browser).until(lambda d: "/reviews/texts/" in d.current_url and d.find_elements(By.ID, "method-lrp"))
+    other = browser.find_element(By.ID, "explained-class").text
+    assert other.split()[0] != explained.split()[0]
+    assert other.split()[0] == ("negative", "positive")[1 - row.target_class]
+    assert browser.find_element(By.ID, "predicted").text == ("negative", "positive")[row.predicted_class or 0]
 
 
 def test_hostile_review_text_is_shown_literally_and_never_runs(
