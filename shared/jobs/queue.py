@@ -110,8 +110,8 @@ def make_celery(settings: Settings) -> Celery:
     url = broker_url(settings)
     soft_limit, hard_limit = batch_time_limits(settings.batch_size)
     app = Celery("relevance", broker=url, backend=url)
-    if settings.redis_url:
-        app.conf.broker_transport = RedisTransport
+    if settings.redis_url:  # by name: a worker's stats (`celery inspect stats`) report it as JSON
+        app.conf.broker_transport = f"{__name__}:{RedisTransport.__name__}"
     app.conf.update(
         task_acks_late=True,
         task_reject_on_worker_lost=True,
@@ -137,6 +137,8 @@ def make_celery(settings: Settings) -> Celery:
         accept_content=["json"],
         result_expires=3600,
         broker_connection_retry_on_startup=True,
+        # A batch in hand when the broker goes away finishes and stores its rows (they are idempotent).
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         broker_transport_options={
             "visibility_timeout": visibility_timeout(settings.batch_size),
             "global_keyprefix": settings.redis_prefix,
