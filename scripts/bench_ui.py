@@ -115,6 +115,8 @@ def page_kinds(job_id: int, review_ids: list[str], rng: random.Random) -> dict[s
         "review, job-wide scale": lambda: f"{base}/reviews/{rng.choice(review_ids)}?scale=job",
         "words": lambda: f"{base}/words",
         "words chart": lambda: f"{base}/words/lrp.png",
+        "words CSV (every word)": lambda: f"{base}/words.csv",
+        "words API": lambda: f"/api/jobs/{job_id}/words",
     }
 
 

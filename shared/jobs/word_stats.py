@@ -23,7 +23,7 @@ import io
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -123,6 +123,16 @@ class WordIndex:
 
 
 @dataclass(frozen=True)
+class Ranked:
+    """All of a view's words (token ids), best first, with their mean, occurrences and reviews."""
+
+    ids: npt.NDArray[np.intp]  # (K,)
+    means: npt.NDArray[np.float64]  # (K,)
+    occurrences: npt.NDArray[np.int64]  # (K,)
+    reviews: npt.NDArray[np.int64]  # (K,)
+
+
+@dataclass(frozen=True)
 class WordStats:
     """Per token id (column) and per (explained class, predicted class) group (row, target * classes +
     predicted): occurrences, reviews containing the token and relevance sums per method."""
@@ -135,6 +145,7 @@ class WordStats:
     scales: dict[str, float]  # job-wide |value| at full colour, per method
     review_count: int
     index: WordIndex
+    memo: dict[View, Ranked] = field(default_factory=dict, compare=False, repr=False)
 
     def views(self) -> list[View]:
         """Every ranking there is: per method with values, one per class."""
@@ -149,19 +160,30 @@ class WordStats:
         against = -1.0 if self.classes == 2 else 0.0
         return np.where(target == view.class_index, 1.0, against).astype(np.float64)  # (G,)
 
+    def _ranked(self, view: View) -> Ranked:
+        """Every word the view has, best first: sorted once per view and process (string sorting costs a
+        few milliseconds), then each threshold only filters."""
+        ranked: Ranked | None = self.memo.get(view)
+        if ranked is None:
+            weights = self._weights(view)  # (G,)
+            used = np.abs(weights).astype(np.int64)  # (G,)
+            occurrences, reviews = used @ self.occurrences, used @ self.reviews  # (V,), (V,)
+            seen = np.flatnonzero(occurrences > 0)  # (K,)
+            seen = seen[seen != START_ID]
+            means = (weights @ self.sums[view.method][:, seen]) / occurrences[seen]  # (K,)
+            order = np.lexsort((self.words[seen], -means))  # (K,)
+            ranked = Ranked(seen[order], means[order], occurrences[seen][order], reviews[seen][order])
+            self.memo[view] = ranked
+        return ranked
+
     def table(
         self, view: View, min_reviews: int
     ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """The view's words seen in at least `min_reviews` of its reviews (token ids), with their mean
         relevance per occurrence, occurrences and reviews, best first (ties broken by the word)."""
-        weights = self._weights(view)  # (G,)
-        used = np.abs(weights).astype(np.int64)  # (G,)
-        occurrences, reviews = used @ self.occurrences, used @ self.reviews  # (V,), (V,)
-        keep = np.flatnonzero((reviews >= max(min_reviews, 1)) & (occurrences > 0))  # (K,)
-        keep = keep[keep != START_ID]
-        means = (weights @ self.sums[view.method][:, keep]) / occurrences[keep]  # (K,)
-        order = np.lexsort((self.words[keep], -means))  # (K,)
-        return keep[order], means[order], occurrences[keep][order], reviews[keep][order]
+        ranked = self._ranked(view)
+        keep = ranked.reviews >= max(min_reviews, 1)  # (K,)
+        return ranked.ids[keep], ranked.means[keep], ranked.occurrences[keep], ranked.reviews[keep]
 
     def ranking(self, view: View, min_reviews: int, count: int) -> list[WordRow]:
         """The view's `count` best words among those seen in at least `min_reviews` of its reviews."""

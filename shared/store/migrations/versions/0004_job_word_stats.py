@@ -9,6 +9,10 @@ arrays of `shared.jobs.word_stats` as one `.npz` blob and the version of the job
 from. Until now they were `.npz` and PNG files under each host's instance folder; those files are no longer
 read (delete the instance folder's `word-stats/` at will). Nothing to copy: the statistics are computed again
 on a job's first view.
+
+PostgreSQL stores the blob without trying to compress it (STORAGE EXTERNAL): its arrays are mostly floats and
+review positions, which pglz barely shrinks; writing the 33 MB of a 25,000-review job took 1.1 s with the
+attempt, 0.4 s without.
 """
 
 from collections.abc import Sequence
@@ -34,6 +38,8 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("job_id", name=op.f("pk_job_word_stats")),
     )
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("ALTER TABLE job_word_stats ALTER COLUMN data SET STORAGE EXTERNAL")
 
 
 def downgrade() -> None:
