@@ -56,7 +56,8 @@ def test_jobs_page_lists_jobs_with_progress_and_forms(client: FlaskClient, site:
 
 def test_pages_carry_a_strict_content_security_policy(client: FlaskClient, site: Site) -> None:
     rid = all_rows(site)[0].review_id
-    for url in ("/", f"/jobs/{site.job_id}", f"/jobs/{site.job_id}/reviews/{rid}", "/jobs/424242"):
+    pages = ("/", f"/jobs/{site.job_id}", f"/jobs/{site.job_id}/reviews/{rid}", f"/jobs/{site.job_id}/words")
+    for url in (*pages, "/jobs/424242"):
         response = client.get(url)
         policy = response.headers["Content-Security-Policy"]
         assert "script-src 'self'" in policy and "unsafe-inline" not in policy
