@@ -1,11 +1,13 @@
 """One batch of a job: the pure functions behind the worker task.
 
-A batch explains those of its reviews that have no row yet, then in ONE transaction inserts their rows (ON
-CONFLICT (job_id, review_id) DO NOTHING, so a batch delivered twice at once adds nothing) and bumps the job's
-counters by the rows it really inserted; the transaction that brings done + failed to the total marks the job
-succeeded. Before it works, a batch counts its start in `batch_deliveries` (a start that ends in a transient
-database error is refunded): a batch started more than `max_deliveries` times never came back each time (its
-process was killed or timed out), so it is split into single reviews, and a single review is stored as failed.
+A batch explains those of its reviews that have no row yet (with the methods' agreement and, for a sample,
+the deletion test: `shared.jobs.faithfulness`, stored in the same rows), then in ONE transaction inserts
+their rows (ON CONFLICT (job_id, review_id) DO NOTHING, so a batch delivered twice at once adds nothing) and
+bumps the job's counters by the rows it really inserted; the transaction that brings done + failed to the
+total marks the job succeeded. Before it works, a batch counts its start in `batch_deliveries` (a start that
+ends in a transient database error is refunded): a batch started more than `max_deliveries` times never came
+back each time (its process was killed or timed out), so it is split into single reviews, and a single
+review is stored as failed.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from shared.jobs.faithfulness import review_figures
 from shared.jobs.lifecycle import fail_job, parse_target
 from shared.relevance.explainer import ExplainedReview, Explainer
 from shared.render.heatmap import render_heatmap
@@ -147,10 +150,11 @@ def store_rows(
     session_factory: sessionmaker[Session],
     job_id: int,
     rows: list[dict[str, Any]],
-    seconds: tuple[float, float],
+    seconds: tuple[float, float, float],
 ) -> str:
     """Insert the rows that are not there yet and bump the job's counters by them, in one transaction;
-    `seconds` is the time the rows took to explain and to render. Returns a summary for the log."""
+    `seconds` is the time the rows took to explain, to render and to test (deletion and agreement).
+    Returns a summary for the log."""
     started = time.perf_counter()
     with session_factory.begin() as session:
         # executemany ("insertmanyvalues"): one cached statement; returns the rows it really inserted.
@@ -173,6 +177,7 @@ def store_rows(
                 correct=Job.correct + sum(r.predicted_class == r.true_class for r in labelled),
                 engine_seconds=Job.engine_seconds + seconds[0],
                 render_seconds=Job.render_seconds + seconds[1],
+                faithfulness_seconds=Job.faithfulness_seconds + seconds[2],
                 write_seconds=Job.write_seconds + (time.perf_counter() - started),
                 progressed_at=now,
             )
@@ -199,7 +204,7 @@ def fail_reviews(
         methods = job.method_list
         reviews = pending_reviews(session, job_id, review_ids)
     rows = [explanation_values(job_id, review, reason[:2000], methods) for review in reviews]
-    return BatchOutcome(f"{store_rows(session_factory, job_id, rows, (0.0, 0.0))}: {reason}")
+    return BatchOutcome(f"{store_rows(session_factory, job_id, rows, (0.0, 0.0, 0.0))}: {reason}")
 
 
 def run_batch(
@@ -222,6 +227,7 @@ def run_batch(
             fail_job(session_factory, job_id, message)
             return BatchOutcome(f"failed: {message}")
         methods, target = job.method_list, parse_target(job.target)
+        every = job.faithfulness_every if job.faithfulness else None
         reviews = pending_reviews(session, job_id, review_ids)
     if not reviews:
         return BatchOutcome(f"nothing to do: all {len(review_ids)} reviews are stored")
@@ -236,10 +242,13 @@ def run_batch(
     started = time.perf_counter()
     results = explainer.explain([r.text for r in reviews], target)
     explained = time.perf_counter()
+    figures = review_figures(explainer.forward_model, [r.id for r in reviews], results, every)
+    tested = time.perf_counter()
     rows = [
-        explanation_values(job_id, r, result, methods) for r, result in zip(reviews, results, strict=True)
+        explanation_values(job_id, r, result, methods) | extra
+        for r, result, extra in zip(reviews, results, figures, strict=True)
     ]
-    seconds = (explained - started, time.perf_counter() - explained)
+    seconds = (explained - started, time.perf_counter() - tested, tested - explained)
     try:
         return BatchOutcome(store_rows(session_factory, job_id, rows, seconds))
     except TRANSIENT_ERRORS as exc:

@@ -20,6 +20,7 @@ from shared.store.db import chunked, insert_for
 from shared.store.models import FINISHED, Dataset, Job, JobStatus, Review, utcnow
 
 PREDICTED = "predicted"
+DEFAULT_EVERY = 4  # a dataset job's deletion test: every 4th review (the full test costs ~5x the explanation)
 
 
 class JobRequestError(ValueError):
@@ -48,6 +49,8 @@ class JobSpec:
     limit: int | None = None
     methods: tuple[str, ...] = METHODS
     target: str = PREDICTED  # "predicted" or a class index
+    faithfulness: bool | None = None  # the deletion test; None: on for a dataset job, off for texts
+    faithfulness_every: int | None = None  # test every n-th review; None: DEFAULT_EVERY (dataset) or 1
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,8 @@ def check_spec(spec: JobSpec, info: ModelInfo, max_texts: int, max_text_chars: i
     ):
         raise JobRequestError("invalid_methods", f"methods must be distinct names from {list(METHODS)}")
     check_target(spec.target, info)
+    if spec.faithfulness_every is not None and spec.faithfulness_every < 1:
+        raise JobRequestError("invalid_faithfulness_every", "faithfulness_every must be a positive integer")
     if spec.limit is not None and spec.limit < 1:
         raise JobRequestError("invalid_limit", "limit must be a positive integer")
     if spec.texts is not None:
@@ -110,8 +115,9 @@ def create_job(
     """Add the job (and a texts job's reviews) to the session; returns it with its batches of review ids.
     The caller commits, then enqueues one task per batch."""
     check_spec(spec, info, max_texts, max_text_chars)
+    dataset_job = spec.dataset is not None
     job = Job(
-        kind="dataset" if spec.dataset is not None else "texts",
+        kind="dataset" if dataset_job else "texts",
         dataset=spec.dataset,
         review_limit=spec.limit,
         target=spec.target,
@@ -120,6 +126,8 @@ def create_job(
         total=0,
         batch_size=batch_size,
         model_checksum=info.checksum,
+        faithfulness=dataset_job if spec.faithfulness is None else spec.faithfulness,
+        faithfulness_every=spec.faithfulness_every or (DEFAULT_EVERY if dataset_job else 1),
     )
     if spec.dataset is not None:
         if session.get(Dataset, spec.dataset) is None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.relevance.engine import Engine, Explanation, truncate
+from shared.relevance.forward import ForwardModel
 from shared.relevance.tokenizer import INDEX_FROM, Tokenized, Vocabulary
 from shared.relevance.weights import ModelWeights, load_weights
 
@@ -44,6 +45,11 @@ class Explainer:
         self.weights = weights
         self.vocabulary = vocabulary
         self.engine = Engine(weights)
+
+    @functools.cached_property
+    def forward_model(self) -> ForwardModel:
+        """The forward-only model of the deletion test (faithfulness.py), laid out on first use."""
+        return ForwardModel.from_weights(self.weights)
 
     def read(self, text: str) -> tuple[Tokenized, bool]:
         """The tokens the model reads of a text, and whether the text was cut to the maximum length."""

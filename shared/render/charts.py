@@ -46,3 +46,47 @@ def bar_panels_png(panels: Sequence[BarPanel], title: str) -> bytes:
     out = io.BytesIO()
     figure.savefig(out, format="png")
     return out.getvalue()
+
+
+@dataclass(frozen=True)
+class Series:
+    """One line of a panel; a floor (a baseline such as a random ranking) is drawn grey and dashed."""
+
+    label: str
+    values: Sequence[float]
+    floor: bool = False
+
+
+@dataclass(frozen=True)
+class LinePanel:
+    """One panel of lines over shared x values."""
+
+    title: str
+    x: Sequence[float]
+    series: Sequence[Series]
+    xlabel: str
+    ylabel: str
+
+
+def line_panels_png(panels: Sequence[LinePanel], title: str) -> bytes:
+    """Panels side by side, one marked line per series and a legend."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(5 * len(panels), 4), dpi=100, layout="constrained")
+    axes_row = figure.subplots(1, len(panels), squeeze=False)[0]
+    for axes, panel in zip(axes_row, panels, strict=True):
+        for series in panel.series:
+            style = {"color": "#888", "linestyle": "--"} if series.floor else {}
+            axes.plot(
+                list(panel.x), list(series.values), marker="o", markersize=3, label=series.label, **style
+            )
+        axes.set_title(panel.title, fontsize=10)
+        axes.set_xlabel(panel.xlabel)
+        axes.set_ylabel(panel.ylabel)
+        axes.grid(alpha=0.3)
+        axes.tick_params(labelsize=8)
+        axes.legend(fontsize=8)
+    figure.suptitle(title, fontsize=10)
+    out = io.BytesIO()
+    figure.savefig(out, format="png")
+    return out.getvalue()

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     DateTime,
     Dialect,
@@ -83,6 +84,11 @@ class Int32Array(_PackedArray):
     dtype = np.dtype("<i4")
 
 
+class Int8Array(_PackedArray):
+    cache_ok = True
+    dtype = np.dtype("i1")
+
+
 class JobStatus(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -149,6 +155,10 @@ class Job(Base):
     engine_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     render_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     write_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    faithfulness_seconds: Mapped[float] = mapped_column(Float, default=0.0)  # deletion test and agreement
+    # The deletion test (`shared.jobs.faithfulness`): on or off, and which reviews (every n-th, by id hash).
+    faithfulness: Mapped[bool] = mapped_column(Boolean, default=False)
+    faithfulness_every: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -187,6 +197,13 @@ class Explanation(Base):
     lrp_rest: Mapped[float | None] = mapped_column(Float)
     truncated: Mapped[bool | None]
     heatmap_html: Mapped[str | None] = mapped_column(Text)  # LRP heatmap, escaped tokens, one span each
+    # The deletion test's record (`shared.relevance.faithfulness.DeletionCurves`, one review), flattened
+    # (D, R, K+1): the explained class's probability and the predicted class; None if not evaluated.
+    deletion_probability: Mapped[npt.NDArray[np.float32] | None] = mapped_column(Float32Array)
+    deletion_predicted: Mapped[npt.NDArray[np.int8] | None] = mapped_column(Int8Array)
+    # The methods' agreement (`shared.relevance.agreement`) per pair of PAIRS, NaN where undefined.
+    agreement_spearman: Mapped[npt.NDArray[np.float32] | None] = mapped_column(Float32Array)
+    agreement_overlap: Mapped[npt.NDArray[np.float32] | None] = mapped_column(Float32Array)
 
 
 class BatchDelivery(Base):
