@@ -8,6 +8,7 @@ import html
 import io
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
+from api import create_app
 from shared.jobs.batches import run_batch
 from shared.jobs.browse import ExplanationFilter, list_explanations, neighbours
 from shared.jobs.lifecycle import JobSpec
@@ -22,7 +24,7 @@ from shared.jobs.word_stats import job_word_stats
 from shared.relevance.explainer import load_explainer
 from shared.store.models import Explanation, Job, JobWordStats, Review
 from tests.helpers.words import expected_words
-from tests.ui.conftest import Site, csrf_token, run_job_here
+from tests.ui.conftest import CSRF, Site, csrf_token, run_job_here
 
 REVIEW_LINK = re.compile(r'href="/jobs/\d+/reviews/([^"?]+)[^"]*"')
 TOKEN = re.compile(r'<span class="tok (h[pns]?\d*)" data-r="([^"]+)" title="[^"]+">')
@@ -626,3 +628,27 @@ def test_explain_the_other_class_makes_a_job_for_it(client: FlaskClient, site: S
     assert client.post(url, data=same | {"target": 2}).status_code == 422
     assert client.post(url, data=same | {"target": other, "csrf_token": ""}).status_code == 400
     assert client.post(url, data=same | {"target": other, "review_id": "test/pos/none"}).status_code == 404
+
+
+def test_explaining_the_other_class_needs_the_login_when_a_token_is_set(site: Site) -> None:
+    closed = create_app({"SETTINGS": replace(site.settings, api_token="write-token"), "TESTING": True})
+    client = closed.test_client()
+    row = all_rows(site)[2]
+    url = f"/jobs/{site.job_id}/reviews/{row.review_id}"
+    assert 'id="explain-other"' not in page(client, url)  # reads are open; the write's button is not shown
+    login = page(client, "/login")
+    match = CSRF.search(login)
+    assert match
+    before = job_count(site)
+    form = {"csrf_token": match.group(1), "review_id": row.review_id, "target": 1 - (row.target_class or 0)}
+    refused = client.post(f"/jobs/{site.job_id}/explain-other", data=form)
+    assert refused.status_code == 303 and refused.headers["Location"].startswith("/login")
+    assert job_count(site) == before
+    client.post("/login", data={"token": "write-token", "csrf_token": match.group(1), "next": url})
+    body = page(client, url)
+    assert 'id="explain-other"' in body
+    token = CSRF.search(body)
+    assert token
+    started = client.post(f"/jobs/{site.job_id}/explain-other", data=form | {"csrf_token": token.group(1)})
+    assert started.status_code == 303 and "/reviews/texts/" in started.headers["Location"]
+    assert job_count(site) == before + 1
