@@ -115,6 +115,9 @@ explain_batch_task = app.task(
     max_retries=settings.batch_retries,
     retry_backoff=True,
     retry_backoff_max=RETRY_BACKOFF_MAX,
+    # No jitter: 1, 2, 4 ... 30 s, so the retries surely span BATCH_RETRIES' two minutes (random waits ended a
+    # few batches' retries within a 20 s outage); the workers' few processes bound the burst when it ends.
+    retry_jitter=False,
 )(explain_batch)
 explain_text_task = app.task(name=EXPLAIN_TEXT)(explain_text)
 requeue_task = app.task(name=REQUEUE_STALLED, ignore_result=True)(requeue)
