@@ -28,6 +28,7 @@ from api.schemas import (
     ExplanationPath,
     ExplanationsQuery,
     ExportQuery,
+    FaithfulnessOut,
     JobList,
     JobOut,
     JobPath,
@@ -39,6 +40,7 @@ from api.schemas import (
 from api.security import READ, WRITE
 from shared.jobs.browse import list_explanations
 from shared.jobs.export import csv_lines, jsonl_line, jsonl_lines, row_record
+from shared.jobs.faithfulness import job_faithfulness, review_agreement, summary
 from shared.jobs.lifecycle import (
     ConflictError,
     JobSpec,
@@ -128,6 +130,7 @@ def job_json(job: Job) -> dict[str, Any]:
             "engine": job.engine_seconds,
             "render": job.render_seconds,
             "write": job.write_seconds,
+            "faithfulness": job.faithfulness_seconds,
         },
         "url": url_for("api.show_job", job_id=job.id),
     }
@@ -149,6 +152,8 @@ def submit_job(body: JobRequest) -> Any:
         limit=body.limit,
         methods=tuple(body.methods),
         target=str(body.target),
+        faithfulness=body.faithfulness,
+        faithfulness_every=body.faithfulness_every,
     )
     job, _ = start_job(spec)
     response = current_app.json.response(job_json(job))
@@ -219,6 +224,7 @@ def explanation(path: ExplanationPath) -> Any:
     review = db().get_one(Review, path.review_id)
     record = row_record(row)
     record.update(true_class=row.true_class, error=row.error, text=review.text, heatmap_html=row.heatmap_html)
+    record["agreement"] = review_agreement(row)
     return Response(jsonl_line(record), mimetype="application/json")
 
 
@@ -263,6 +269,15 @@ def words(path: JobPath, query: WordsQuery) -> Any:
         "orientation": orientation(classes),
         "views": views,
     }
+
+
+@bp.get("/jobs/<int:job_id>/faithfulness", responses={200: FaithfulnessOut}, security=READ)
+def faithfulness(path: JobPath) -> Any:
+    """The deletion test over the job's tested reviews so far: accuracy vs k for the correctly classified
+    and the misclassified reviews, flip rates, AOPC comprehensiveness and sufficiency with 95 % intervals;
+    the methods' agreement (Spearman, top-5 overlap); the test's cost against the explanation's."""
+    job = get_job(db(), path.job_id)
+    return summary(job, job_faithfulness(db(), settings().effective_database_url, job))
 
 
 EXPORTED = {

@@ -9,8 +9,9 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from shared.jobs.browse import ExplanationFilter, Sort, normalise_word
-from shared.jobs.lifecycle import PREDICTED
+from shared.jobs.lifecycle import DEFAULT_EVERY, PREDICTED
 from shared.jobs.word_stats import WEAK_REVIEWS
+from shared.relevance.faithfulness import RANKINGS
 from shared.relevance.methods import METHODS
 
 MAX_REQUEST_BYTES = 64 * 1024 * 1024  # a request body (Flask's MAX_CONTENT_LENGTH): larger gives 413
@@ -79,6 +80,16 @@ class JobRequest(Strict):
     limit: int | None = Field(None, ge=1, le=MAX_DB_INT, description="the dataset's first N reviews (by id)")
     methods: list[Method] = Field(list(METHODS), min_length=1, max_length=len(METHODS))
     target: Target = PREDICTED
+    faithfulness: bool | None = Field(
+        None, description="run the deletion test with the job (default: on for a dataset, off for texts)"
+    )
+    faithfulness_every: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_DB_INT,
+        description=f"test every n-th review, chosen by a hash of its id (default: {DEFAULT_EVERY} for a "
+        "dataset, 1 for texts; 1 = every review)",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> JobRequest:
@@ -196,6 +207,7 @@ class Seconds(BaseModel):
     engine: float
     render: float
     write: float
+    faithfulness: float = Field(description="the deletion test and the methods' agreement")
 
 
 class JobOut(BaseModel):
@@ -272,10 +284,19 @@ class Record(BaseModel):
     error: str | None = None
 
 
+class PairFigures(BaseModel):
+    """One review's agreement of two methods; null where undefined (too few words, a constant ranking)."""
+
+    methods: list[Method]
+    spearman: float | None = Field(description="Spearman's rho of the two rankings of the review's words")
+    top5_overlap: float | None = Field(description="share of the top-5 words both put first")
+
+
 class ExplanationDetail(Record):
     true_class: int | None
     text: str
     heatmap_html: str | None
+    agreement: list[PairFigures] | None = Field(description="per pair of methods; null for a failed review")
 
 
 class WordOut(BaseModel):
@@ -307,6 +328,76 @@ class WordsOut(BaseModel):
     min_reviews: int
     orientation: str
     views: list[WordView]
+
+
+Ranking = Annotated[str, Field(json_schema_extra={"enum": list(RANKINGS)})]
+
+
+class Estimate(BaseModel):
+    """A mean over reviews with its 95 % confidence interval (null with too few reviews)."""
+
+    mean: float | None
+    low: float | None
+    high: float | None
+    reviews: int
+
+
+class Curve(BaseModel):
+    """One ranking's deletion, per k = 0..K words deleted (null where no review counts)."""
+
+    ranking: Ranking
+    direction: Literal["most", "least"] = Field(description="most (or least) relevant words deleted first")
+    accuracy_correct: list[float | None] = Field(description="accuracy of the correctly classified reviews")
+    accuracy_misclassified: list[float | None] = Field(description="accuracy of the misclassified reviews")
+    flip_rate: list[float | None] = Field(description="share of all tested reviews whose prediction changed")
+
+
+class Aopc(BaseModel):
+    ranking: Ranking
+    comprehensiveness: Estimate = Field(description="AOPC, most relevant first: higher is more faithful")
+    sufficiency: Estimate = Field(description="AOPC, least relevant first: lower is more faithful")
+
+
+class Distribution(Estimate):
+    quartiles: list[float | None]
+    histogram: list[int]
+
+
+class PairAgreement(BaseModel):
+    methods: list[Method]
+    spearman: Distribution = Field(description="histogram over spearman_edges")
+    top5_overlap: Distribution = Field(description="histogram of 0..top_words shared words")
+
+
+class AgreementOut(BaseModel):
+    reviews: int
+    top_words: int
+    spearman_edges: list[float]
+    pairs: list[PairAgreement]
+
+
+class FaithfulnessSeconds(BaseModel):
+    engine: float
+    faithfulness: float
+    ratio: float | None = Field(description="faithfulness over engine seconds: the test's cost")
+
+
+class FaithfulnessOut(BaseModel):
+    """The deletion test (Arras et al. 2017) and the methods' agreement over the job's reviews so far."""
+
+    job_id: int
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    enabled: bool
+    every: int = Field(description="every n-th review is tested (by a hash of its id)")
+    rankings: list[Ranking]
+    max_deleted: int
+    reviews: int = Field(description="reviews tested")
+    correct: int
+    misclassified: int
+    curves: list[Curve]
+    aopc: list[Aopc]
+    agreement: AgreementOut
+    seconds: FaithfulnessSeconds
 
 
 class ExplainResult(Record):

@@ -1,5 +1,6 @@
-"""The jobs page (every job, the forms that start one) and one job's page (summary, confusion matrix and its
-reviews as a filtered, sorted, paged table), with the buttons that cancel or delete a job."""
+"""The jobs page (every job, the forms that start one) and one job's page (summary, confusion matrix, the
+deletion test and the methods' agreement with their plots, and its reviews as a filtered, sorted, paged
+table), with the buttons that cancel or delete a job."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import functools
 import math
 from dataclasses import dataclass
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import Response, abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 from werkzeug.wrappers import Response as Redirect
 
@@ -15,6 +16,7 @@ from api.context import db, parse, query, settings, start_job, the_model
 from api.pages.common import bp, listing_args, word_lookup
 from api.schemas import JOB_ID_RULE, ExplainRequest, JobRequest, ListingQuery, PageQuery
 from shared.jobs.browse import SORT_LABELS, confusion, list_explanations, preview_sources
+from shared.jobs.faithfulness import CHARTS, LABELS, chart_png, job_faithfulness, summary
 from shared.jobs.lifecycle import JobSpec, cancel_job, get_job, progress
 from shared.jobs.queue import INTERACTIVE_QUEUE
 from shared.jobs.removal import delete_job
@@ -137,4 +139,16 @@ def job(job_id: int) -> str:
         sorts=SORT_LABELS,
         listing=listing_args(),
         finished=current.status in FINISHED,
+        faithfulness=summary(current, job_faithfulness(db(), settings().effective_database_url, current)),
+        labels=LABELS,
     )
+
+
+@bp.get(f"/jobs/{JOB_ID_RULE}/<any({', '.join(CHARTS)}):kind>.png")
+def faithfulness_chart(job_id: int, kind: str) -> Response:
+    """The job page's plots: accuracy vs k per ranking, and the agreement's distributions."""
+    current = get_job(db(), job_id)
+    png = chart_png(db(), settings().effective_database_url, current, kind)
+    response = Response(png, mimetype="image/png")
+    response.cache_control.max_age = 3600 if current.status in FINISHED else 0
+    return response

@@ -6,7 +6,7 @@ import click
 
 from shared.cli.data import import_imdb
 from shared.cli.explain import explain
-from shared.cli.jobs import delete, export, status, submit
+from shared.cli.jobs import delete, export, faithfulness, status, submit
 from shared.cli.train import train
 
 
@@ -22,3 +22,4 @@ main.add_command(submit)
 main.add_command(status)
 main.add_command(export)
 main.add_command(delete)
+main.add_command(faithfulness)

@@ -1,7 +1,9 @@
-"""`relevance submit`, `status` and `export`: the job service from the command line, through its HTTP API."""
+"""`relevance submit`, `status`, `export` and `faithfulness`: the job service from the command line, through
+its HTTP API."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from typing import Any
@@ -10,7 +12,7 @@ import click
 import requests
 from tqdm import tqdm
 
-from shared.relevance.methods import METHODS
+from shared.relevance.methods import BY_KEY, METHODS
 from shared.settings import Settings
 
 POLL_SECONDS = 0.5
@@ -155,3 +157,103 @@ def export(job_id: int, kind: str, output: Any) -> None:
     )
     for chunk in response.iter_content(chunk_size=1 << 16):
         output.write(chunk)
+
+
+def _estimate(e: dict[str, Any]) -> str:
+    if e["mean"] is None:
+        return "-"
+    interval = f" [{e['low']:+.3f}, {e['high']:+.3f}]" if e["low"] is not None else ""
+    return f"{e['mean']:+.3f}{interval}"
+
+
+def _label(key: str) -> str:
+    return BY_KEY[key].label if key in BY_KEY else key
+
+
+def _table(rows: list[list[str]]) -> str:
+    """Columns padded to their widest cell, the first left-aligned, the others right-aligned."""
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [
+            cell.ljust(w) if c == 0 else cell.rjust(w)
+            for c, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells))
+    return "\n".join(lines)
+
+
+def faithfulness_tables(body: dict[str, Any]) -> str:
+    """The deletion test and the agreement as terminal tables."""
+    K, seconds = body["max_deleted"], body["seconds"]
+    lines = [
+        f"job {body['job_id']} ({body['status']}): deletion test "
+        f"{'on' if body['enabled'] else 'off'}, every {body['every']}; {body['reviews']} reviews tested "
+        f"({body['correct']} correctly classified, {body['misclassified']} misclassified)"
+    ]
+    if seconds["ratio"] is not None:
+        lines.append(
+            f"time: test {seconds['faithfulness']:.1f} s = {seconds['ratio']:.2f}x the explanation "
+            f"({seconds['engine']:.1f} s)"
+        )
+    if body["aopc"]:
+        most = {c["ranking"]: c for c in body["curves"] if c["direction"] == "most"}
+        rows = [["ranking", "comprehensiveness (AOPC)", "sufficiency (AOPC)", "correct@K", "misclassified@K"]]
+        for a in body["aopc"]:
+            curve = most[a["ranking"]]
+            right, wrong = curve["accuracy_correct"][K], curve["accuracy_misclassified"][K]
+            rows.append(
+                [
+                    _label(a["ranking"]),
+                    _estimate(a["comprehensiveness"]),
+                    _estimate(a["sufficiency"]),
+                    "-" if right is None else f"{right:.3f}",
+                    "-" if wrong is None else f"{wrong:.3f}",
+                ]
+            )
+        lines += [
+            "",
+            f"AOPC with 95 % intervals; accuracy after deleting the K = {K} most relevant words",
+            _table(rows),
+        ]
+        for field, title in (
+            ("accuracy_correct", "correctly classified"),
+            ("accuracy_misclassified", "misclassified"),
+        ):
+            rows = [["accuracy, " + title, *(f"k={k}" for k in range(K + 1))]]
+            rows += [
+                [_label(r), *("-" if v is None else f"{v:.3f}" for v in c[field])] for r, c in most.items()
+            ]
+            lines += ["", _table(rows)]
+    pairs = body["agreement"]["pairs"]
+    if pairs:
+        rows = [["methods", "Spearman", "quartiles", "top-5 overlap", "quartiles"]]
+        for p in pairs:
+            quartiles = [
+                ", ".join("-" if q is None else f"{q:.2f}" for q in p[f]["quartiles"])
+                for f in ("spearman", "top5_overlap")
+            ]
+            rows.append(
+                [
+                    " / ".join(_label(m) for m in p["methods"]),
+                    _estimate(p["spearman"]),
+                    quartiles[0],
+                    _estimate(p["top5_overlap"]),
+                    quartiles[1],
+                ]
+            )
+        lines += [
+            "",
+            f"agreement over {body['agreement']['reviews']} reviews (mean [95 % interval])",
+            _table(rows),
+        ]
+    return "\n".join(lines)
+
+
+@click.command()
+@click.argument("job_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="The API's JSON instead of tables.")
+def faithfulness(job_id: int, as_json: bool) -> None:
+    """Print a job's deletion test (AOPC, accuracy vs k) and the methods' agreement."""
+    body = Api(Settings.from_env()).call("GET", f"/api/jobs/{job_id}/faithfulness").json()
+    click.echo(json.dumps(body, indent=2) if as_json else faithfulness_tables(body))

@@ -7,13 +7,11 @@ import csv
 import io
 import os
 import signal
-import threading
 from pathlib import Path
 
 import orjson
 from click.testing import CliRunner
 from sqlalchemy import func, select
-from werkzeug.serving import make_server
 
 from shared.cli import main
 from shared.jobs.lifecycle import JobSpec, create_job, model_info
@@ -21,7 +19,7 @@ from shared.jobs.queue import BULK_QUEUE, EXPLAIN_BATCH
 from shared.store.db import session_factory
 from shared.store.models import Explanation, Job
 from tests.helpers.formats import RECORD_FIELDS
-from tests.helpers.service import Service
+from tests.helpers.service import Service, cli_env
 
 
 def stored_rows(service: Service, job_id: int) -> int:
@@ -153,11 +151,7 @@ def test_interactive_explain_through_the_worker(service: Service) -> None:
 
 
 def test_cli_submit_wait_status_and_export_over_http(service: Service, tmp_path: Path) -> None:
-    server = make_server("127.0.0.1", 0, service.app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    env = {"RELEVANCE_API_URL": f"http://127.0.0.1:{server.server_port}"}
-    try:
+    with cli_env(service.app) as env:
         runner = CliRunner()
         submitted = runner.invoke(
             main, ["submit", "--dataset", "imdb-test", "--limit", "20", "--wait"], env=env
@@ -173,8 +167,6 @@ def test_cli_submit_wait_status_and_export_over_http(service: Service, tmp_path:
         assert [list(orjson.loads(line)) for line in out.read_bytes().splitlines()] == [RECORD_FIELDS] * 20
         missing = runner.invoke(main, ["status", "99999"], env=env)
         assert missing.exit_code != 0 and "no job 99999 (job_not_found, HTTP 404)" in missing.output
-    finally:
-        server.shutdown()
 
 
 def test_a_killed_worker_process_loses_and_doubles_nothing(service: Service) -> None:

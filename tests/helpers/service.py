@@ -8,9 +8,11 @@ import gzip
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ import psycopg
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.serving import make_server
 
 from api import create_app
 from shared.jobs.queue import stop_embedded_redis
@@ -242,3 +245,16 @@ def reset_postgres(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as connection:
         connection.execute("DROP SCHEMA public CASCADE")
         connection.execute("CREATE SCHEMA public")
+
+
+@contextmanager
+def cli_env(app: Flask) -> Iterator[dict[str, str]]:
+    """The app served over real HTTP on a free port while the block runs; yields the CLI's environment."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield {"RELEVANCE_API_URL": f"http://127.0.0.1:{server.server_port}"}
+    finally:
+        server.shutdown()
+        thread.join()
