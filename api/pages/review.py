@@ -18,6 +18,7 @@ from api.context import db, parse, query, start_job, the_model
 from api.pages.common import bp, listing_args, word_lookup, word_stats
 from api.schemas import JOB_ID_RULE, MAX_ID_CHARS, NO_NUL, ClassIndex, ListingQuery, Query
 from shared.jobs.browse import neighbours
+from shared.jobs.faithfulness import LABELS, review_agreement
 from shared.jobs.lifecycle import JobRequestError, JobSpec, NotFoundError, check_target, get_job
 from shared.jobs.queue import INTERACTIVE_QUEUE
 from shared.relevance.methods import BY_KEY, METHODS
@@ -181,6 +182,8 @@ def review(job_id: int, review_id: str) -> Any:
         listing=listing_args(),
         job_scale=job_scale,
         job_scale_available=current.status in FINISHED,
+        agreement=review_agreement(row),
+        labels=LABELS,
     )
 
 
