@@ -51,7 +51,7 @@ def schema(app: Flask) -> BaseSchema:
 def test_every_operation_keeps_to_the_spec(schema: BaseSchema, mode: GenerationMode) -> None:
     failures = []
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 11
+    assert len(operations) == 12
     for operation in operations:
 
         @given(case=operation.as_strategy(generation_mode=mode))
