@@ -104,12 +104,33 @@ def follow(api: Api, job_id: int) -> dict[str, Any]:
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N reviews of the dataset.")
 @click.option("--methods", default=",".join(METHODS), show_default=True, help="Relevance vectors to store.")
 @click.option("--target", default="predicted", show_default=True, help="predicted, or a class index.")
+@click.option(
+    "--faithfulness/--no-faithfulness",
+    default=None,
+    help="Run the deletion test with the job (default: on for a dataset, off for texts).",
+)
+@click.option(
+    "--faithfulness-every",
+    type=click.IntRange(min=1),
+    help="Test every n-th review (default: 4 for a dataset, 1 for texts).",
+)
 @click.option("--wait", is_flag=True, help="Show a progress bar until the job finishes.")
 def submit(
-    dataset: str | None, texts_file: Any, limit: int | None, methods: str, target: str, wait: bool
+    dataset: str | None,
+    texts_file: Any,
+    limit: int | None,
+    methods: str,
+    target: str,
+    faithfulness: bool | None,
+    faithfulness_every: int | None,
+    wait: bool,
 ) -> None:
     """Start a bulk job through the API and print its id (with --wait, follow it to the end)."""
     body: dict[str, Any] = {"methods": methods.split(","), "target": target}
+    if faithfulness is not None:
+        body["faithfulness"] = faithfulness
+    if faithfulness_every is not None:
+        body["faithfulness_every"] = faithfulness_every
     if texts_file is not None:
         body["texts"] = [line.rstrip("\n") for line in texts_file if line.strip()]
     if dataset is not None:

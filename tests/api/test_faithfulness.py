@@ -148,6 +148,18 @@ def test_the_cli_prints_tables_and_the_apis_json(service: Service, finished_job:
         as_json = runner.invoke(main, ["faithfulness", str(finished_job), "--json"], env=env)
         table = runner.invoke(main, ["faithfulness", str(finished_job)], env=env)
         missing = runner.invoke(main, ["faithfulness", "424242"], env=env)
+        submitted = runner.invoke(
+            main,
+            ["submit", "--dataset", "imdb-test", "--limit", "9", "--faithfulness-every", "1", "--wait"],
+            env=env,
+        )
+        assert submitted.exit_code == 0, submitted.output
+        every_review = runner.invoke(main, ["faithfulness", submitted.output.split()[1], "--json"], env=env)
+        off = runner.invoke(
+            main, ["submit", "--dataset", "imdb-test", "--limit", "3", "--no-faithfulness", "--wait"], env=env
+        )
+        assert off.exit_code == 0, off.output
+        not_tested = runner.invoke(main, ["faithfulness", off.output.split()[1], "--json"], env=env)
     api = service.client.get(f"/api/jobs/{finished_job}/faithfulness").get_json()
     assert as_json.exit_code == 0 and json.loads(as_json.output) == api
     assert table.exit_code == 0, table.output
@@ -158,6 +170,9 @@ def test_the_cli_prints_tables_and_the_apis_json(service: Service, finished_job:
     assert f"{comprehensiveness['mean']:+.3f} [{comprehensiveness['low']:+.3f}" in lrp
     assert any(line.startswith("LRP / GI ") for line in lines)
     assert missing.exit_code != 0 and "job_not_found" in missing.output
+    tested = json.loads(every_review.output)
+    assert (tested["enabled"], tested["every"], tested["reviews"]) == (True, 1, 9)
+    assert json.loads(not_tested.output)["enabled"] is False and json.loads(not_tested.output)["reviews"] == 0
 
 
 def test_the_job_page_shows_the_section_and_its_plots(service: Service, finished_job: int) -> None:
