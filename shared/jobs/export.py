@@ -121,8 +121,10 @@ def jsonl_line(record: Mapping[str, Any]) -> bytes:
 
 
 def jsonl_lines(rows: Iterable[ExplanationRow]) -> Iterator[bytes]:
+    """The export's lines: each stored record plus the review's label (`true_class`, null for submitted
+    texts), as the CSV has it."""
     for row in rows:
-        yield jsonl_line(row_record(row))
+        yield jsonl_line({**row_record(row), "true_class": row.true_class})
 
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet would run such a cell as a formula

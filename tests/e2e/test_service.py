@@ -18,7 +18,7 @@ from shared.jobs.lifecycle import JobSpec, create_job, model_info
 from shared.jobs.queue import BULK_QUEUE, EXPLAIN_BATCH
 from shared.store.db import session_factory
 from shared.store.models import Explanation, Job
-from tests.helpers.formats import RECORD_FIELDS
+from tests.helpers.formats import EXPORT_FIELDS
 from tests.helpers.service import Service, cli_env
 
 
@@ -44,7 +44,9 @@ def test_dataset_job_end_to_end(service: Service) -> None:
     lines = service.client.get(f"/api/jobs/{job_id}/export?format=jsonl").data.splitlines()
     records = [orjson.loads(line) for line in lines]
     assert len(records) == 50
-    assert all(list(r) == RECORD_FIELDS for r in records)
+    assert all(list(r) == EXPORT_FIELDS for r in records)
+    labels = {f"test/{name}/": label for name, label in (("neg", 0), ("pos", 1))}
+    assert all(r["true_class"] == labels[r["id"][: r["id"].rindex("/") + 1]] for r in records)
     first = records[0]
     sizes = {len(first[k]) for k in ("tokens", "token_ids", "spans")} | {len(first["relevance"]["lrp"])}
     assert len(sizes) == 1
@@ -164,7 +166,7 @@ def test_cli_submit_wait_status_and_export_over_http(service: Service, tmp_path:
         out = tmp_path / "out.jsonl"
         exported = runner.invoke(main, ["export", str(job_id), "--output", str(out)], env=env)
         assert exported.exit_code == 0, exported.output
-        assert [list(orjson.loads(line)) for line in out.read_bytes().splitlines()] == [RECORD_FIELDS] * 20
+        assert [list(orjson.loads(line)) for line in out.read_bytes().splitlines()] == [EXPORT_FIELDS] * 20
         missing = runner.invoke(main, ["status", "99999"], env=env)
         assert missing.exit_code != 0 and "no job 99999 (job_not_found, HTTP 404)" in missing.output
 

@@ -1,5 +1,5 @@
 """The documented output line of `relevance explain --output` and of the JSONL export (README), field by
-field in order: the tests of both check against this one list."""
+field in order: the tests of both check against this one list. The export adds the review's label."""
 
 RECORD_FIELDS = [
     "id",
@@ -14,3 +14,4 @@ RECORD_FIELDS = [
     "lrp_rest",
     "truncated",
 ]
+EXPORT_FIELDS = [*RECORD_FIELDS, "true_class"]
