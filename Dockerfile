@@ -10,5 +10,6 @@ COPY pyproject.toml alembic.ini ./
 COPY api api
 COPY worker worker
 COPY shared shared
+COPY migrations migrations
 RUN pip install --no-cache-dir --no-deps . && useradd --create-home relevance
 USER relevance

@@ -20,13 +20,13 @@ from packaging.utils import canonicalize_name
 
 from shared.settings import PROJECT_ROOT
 
-SOURCES = ("pyproject.toml", "api", "shared", "worker")
+SOURCES = ("pyproject.toml", "api", "shared", "worker", "migrations")
 PACKAGE_FILES = (
     "shared/relevance/model/imdb_lstm.npz",
     "shared/relevance/model/README.md",
-    "shared/store/migrations/env.py",
-    "shared/store/migrations/script.py.mako",
-    "shared/store/migrations/versions/0001_service_schema.py",
+    "migrations/env.py",
+    "migrations/script.py.mako",
+    "migrations/versions/0001_service_schema.py",
 )
 DATABASE_CODE = ("sqlalchemy", "alembic")
 LOCKS = {  # each lock file and the optional dependency groups it covers besides the project's own
@@ -125,7 +125,7 @@ def test_installed_package_migrates_a_database_from_elsewhere(installed: Path, t
     with sqlite3.connect(database) as connection:
         (version,) = connection.execute("SELECT version_num FROM alembic_version").fetchone()
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    heads = sorted((PROJECT_ROOT / "shared/store/migrations/versions").glob("*.py"))
+    heads = sorted((PROJECT_ROOT / "migrations/versions").glob("*.py"))
     assert version == heads[-1].name.split("_")[0]
     assert {"jobs", "reviews", "explanations"} <= tables
 

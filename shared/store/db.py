@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000  # workers and the web process write to one SQLite file
 
-MIGRATIONS = "shared.store:migrations"  # Alembic's script location, found through the importable package
+MIGRATIONS = "migrations:."  # Alembic's script location: the importable `migrations` package
 T = TypeVar("T")
 
 
