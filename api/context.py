@@ -71,7 +71,14 @@ def query(model: type[M]) -> M:
 def start_job(spec: JobSpec, queue: str = BULK_QUEUE) -> tuple[Job, list[str]]:
     """Create and commit the job, then queue its batches; returns the job and its review ids."""
     s, session = settings(), db()
-    job, batches = create_job(session, spec, the_model(), s.batch_size, s.max_texts, s.max_text_chars)
+    job, batches = create_job(
+        session,
+        spec,
+        the_model(),
+        batch_size=s.batch_size,
+        max_texts=s.max_texts,
+        max_text_chars=s.max_text_chars,
+    )
     session.commit()
     try:
         for batch in batches:

@@ -194,7 +194,9 @@ def explanations(path: JobPath, query: ExplanationsQuery) -> Any:
     job_id = path.job_id
     get_job(db(), job_id)
     offset = (query.page - 1) * query.per_page
-    total, rows = list_explanations(db(), job_id, query.filter(), query.sort, offset, query.per_page)
+    total, rows = list_explanations(
+        db(), job_id, query.filter(), query.sort, offset=offset, limit=query.per_page
+    )
     return {
         "total": total,
         "page": query.page,

@@ -49,7 +49,7 @@ def main() -> None:
             forwarded = time.perf_counter()
             explanations = engine.explain(sequences)
             explained = time.perf_counter()
-            curves = deletion_curves(model, sequences, explanations, args.max_deleted)
+            curves = deletion_curves(model, sequences, explanations, max_deleted=args.max_deleted)
             deleted = time.perf_counter()
             agreed = agreement(sequences, explanations)
             finished = time.perf_counter()

@@ -68,9 +68,9 @@ def fill(settings: Settings, sessions: sessionmaker[Session], limit: int) -> int
             session,
             JobSpec(dataset=dataset_name("test"), limit=limit),
             model_info(settings.model_path),
-            BATCH,
-            settings.max_texts,
-            settings.max_text_chars,
+            batch_size=BATCH,
+            max_texts=settings.max_texts,
+            max_text_chars=settings.max_text_chars,
         )
         session.commit()
         job_id = job.id

@@ -36,7 +36,14 @@ def run_one(args: tuple[str, str, int, list[str]]) -> str:
 
 def run_job(url: str, settings: Settings, spec: JobSpec, processes: int) -> int:
     with session_factory(url)() as session:
-        job, batches = create_job(session, spec, model_info(settings.model_path), settings.batch_size, 1, 1)
+        job, batches = create_job(
+            session,
+            spec,
+            model_info(settings.model_path),
+            batch_size=settings.batch_size,
+            max_texts=1,
+            max_text_chars=1,
+        )
         session.commit()
         job_id = job.id
     work = [(url, str(settings.model_path), job_id, batch) for batch in batches]

@@ -114,7 +114,9 @@ def job(job_id: int) -> str:
     page = query(PageQuery).page
     filters, sort = listing.filter(), listing.sort
     lookup = word_lookup(current, listing)
-    total, rows = list_explanations(db(), job_id, filters, sort, (page - 1) * PER_PAGE, PER_PAGE, lookup)
+    total, rows = list_explanations(
+        db(), job_id, filters, sort, offset=(page - 1) * PER_PAGE, limit=PER_PAGE, lookup=lookup
+    )
     pages = max(1, math.ceil(total / PER_PAGE))
     if page > pages:
         abort(404, f"page {page} is past the last page ({pages})")

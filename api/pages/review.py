@@ -137,7 +137,9 @@ def review(job_id: int, review_id: str) -> Any:
         raise NotFoundError("explanation_not_found", f"job {job_id} has no explanation of {review_id!r}")
     listing = query(ListingQuery)
     lookup = word_lookup(current, listing)
-    before, after = neighbours(db(), job_id, listing.filter(), listing.sort, review_id, lookup)
+    before, after = neighbours(
+        db(), job_id, listing.filter(), listing.sort, review_id=review_id, lookup=lookup
+    )
     job_scale = request.args.get("scale") == "job"
     stats = word_stats(current) if job_scale else None
     methods = [m for m in METHODS if getattr(row, m) is not None]

@@ -137,7 +137,7 @@ def _sort_column(sort: str) -> tuple[ColumnElement[Any] | None, bool]:
 
 
 def _indexed_listing(
-    session: Session, job_id: int, f: ExplanationFilter, sort: str, word: str, lookup: WordLookup
+    session: Session, job_id: int, f: ExplanationFilter, sort: str, *, word: str, lookup: WordLookup
 ) -> list[tuple[str, float]]:
     """Every matching (review id, word relevance) in listing order, with the word search answered by the index
     and the other filters and sorts by the database (ids and one sort key only: no row bodies)."""
@@ -166,6 +166,7 @@ def list_explanations(
     job_id: int,
     f: ExplanationFilter,
     sort: str,
+    *,
     offset: int,
     limit: int,
     lookup: WordLookup | None = None,
@@ -175,7 +176,7 @@ def list_explanations(
         raise JobRequestError("invalid_sort", f"sort must be one of {list(SORTS)}")
     word = normalise_word(f.word) if f.word else None
     if word is not None and lookup is not None:
-        listing = _indexed_listing(session, job_id, f, sort, word, lookup)
+        listing = _indexed_listing(session, job_id, f, sort, word=word, lookup=lookup)
         page = dict(listing[offset : offset + limit])
         bodies = (
             select(Explanation)
@@ -211,6 +212,7 @@ def neighbours(
     job_id: int,
     f: ExplanationFilter,
     sort: str,
+    *,
     review_id: str,
     lookup: WordLookup | None = None,
 ) -> tuple[str | None, str | None]:
@@ -220,9 +222,14 @@ def neighbours(
         raise JobRequestError("invalid_sort", f"sort must be one of {list(SORTS)}")
     listed: list[str] | None = None
     if f.word and lookup is not None:
-        listed = [i for i, _ in _indexed_listing(session, job_id, f, sort, normalise_word(f.word), lookup)]
+        listed = [
+            i
+            for i, _ in _indexed_listing(session, job_id, f, sort, word=normalise_word(f.word), lookup=lookup)
+        ]
     elif sort in ("word", "-word"):  # sorted in Python: the whole listing
-        listed = [row.review_id for row in list_explanations(session, job_id, f, sort, 0, 2**31)[1]]
+        listed = [
+            row.review_id for row in list_explanations(session, job_id, f, sort, offset=0, limit=2**31)[1]
+        ]
     if listed is not None:
         if review_id not in listed:
             return None, None

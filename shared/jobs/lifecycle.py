@@ -110,7 +110,7 @@ def check_text_sizes(texts: Sequence[str], max_text_chars: int) -> None:
 
 
 def create_job(
-    session: Session, spec: JobSpec, info: ModelInfo, batch_size: int, max_texts: int, max_text_chars: int
+    session: Session, spec: JobSpec, info: ModelInfo, *, batch_size: int, max_texts: int, max_text_chars: int
 ) -> tuple[Job, list[list[str]]]:
     """Add the job (and a texts job's reviews) to the session; returns it with its batches of review ids.
     The caller commits, then enqueues one task per batch."""

@@ -121,6 +121,7 @@ def deletion_curves(
     model: ForwardModel,
     sequences: Sequence[Sequence[int]],
     explanations: Sequence[Explanation],
+    *,
     max_deleted: int = DEFAULT_MAX_DELETED,
     seed: int = DEFAULT_SEED,
 ) -> DeletionCurves:

@@ -96,7 +96,12 @@ def test_bad_words_parameters(api: Api, query: str, status: int, code: str) -> N
 def test_words_of_an_unfinished_or_unknown_job(api: Api) -> None:
     with session_factory(api.settings.effective_database_url)() as session:
         job, _ = create_job(
-            session, JobSpec(dataset="imdb-test", limit=3), model_info(api.settings.model_path), 7, 10, 1000
+            session,
+            JobSpec(dataset="imdb-test", limit=3),
+            model_info(api.settings.model_path),
+            batch_size=7,
+            max_texts=10,
+            max_text_chars=1000,
         )
         session.commit()
         queued = job.id

@@ -129,7 +129,12 @@ def test_a_batch_delivered_twice_is_stored_once(service: Service) -> None:
     sessions = session_factory(settings.effective_database_url)
     with sessions() as session:
         job, batches = create_job(
-            session, JobSpec(dataset="imdb-test", limit=30), model_info(settings.model_path), 10, 10, 1000
+            session,
+            JobSpec(dataset="imdb-test", limit=30),
+            model_info(settings.model_path),
+            batch_size=10,
+            max_texts=10,
+            max_text_chars=1000,
         )
         session.commit()
     celery = service.app.extensions["celery"]

@@ -250,7 +250,12 @@ class Deployment:
         s = self.settings
         with self.sessions() as session:
             job, batches = create_job(
-                session, spec, model_info(s.model_path), s.batch_size, s.max_texts, s.max_text_chars
+                session,
+                spec,
+                model_info(s.model_path),
+                batch_size=s.batch_size,
+                max_texts=s.max_texts,
+                max_text_chars=s.max_text_chars,
             )
             session.commit()
         for batch in batches:

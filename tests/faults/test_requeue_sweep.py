@@ -23,7 +23,9 @@ STALL = 60.0
 
 def submit(sessions: sessionmaker[Session], settings: Settings, spec: JobSpec) -> tuple[int, list[list[str]]]:
     with sessions() as session:
-        job, batches = create_job(session, spec, model_info(settings.model_path), 10, 100, 1000)
+        job, batches = create_job(
+            session, spec, model_info(settings.model_path), batch_size=10, max_texts=100, max_text_chars=1000
+        )
         session.commit()
         return job.id, batches
 

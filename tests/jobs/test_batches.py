@@ -30,7 +30,9 @@ def test_a_failing_review_is_recorded_with_its_reason_and_the_job_goes_on(tmp_pa
     sessions = session_factory(url)
     with sessions() as session:
         spec = JobSpec(texts=("good good", "a zebra", "good"))
-        job, batches = create_job(session, spec, model_info(model), 10, 10, 1000)
+        job, batches = create_job(
+            session, spec, model_info(model), batch_size=10, max_texts=10, max_text_chars=1000
+        )
         session.commit()
     assert batches == [[f"texts/{job.id}/{n}" for n in range(3)]]
 
@@ -52,7 +54,14 @@ def test_a_batch_redone_while_the_job_runs_adds_nothing(tmp_path: Path) -> None:
     migrate(url)
     sessions = session_factory(url)
     with sessions() as session:
-        job, batches = create_job(session, JobSpec(texts=("good",) * 5), model_info(model), 2, 10, 1000)
+        job, batches = create_job(
+            session,
+            JobSpec(texts=("good",) * 5),
+            model_info(model),
+            batch_size=2,
+            max_texts=10,
+            max_text_chars=1000,
+        )
         session.commit()
     assert run(sessions, explainer, job.id, batches[0]) == "stored 2 of 2 rows (0 failed)"
     assert run(sessions, explainer, job.id, batches[0]) == "nothing to do: all 2 reviews are stored"
@@ -67,7 +76,14 @@ def test_a_worker_with_another_model_fails_the_job(tmp_path: Path) -> None:
     migrate(url)
     sessions = session_factory(url)
     with sessions() as session:
-        job, batches = create_job(session, JobSpec(texts=("good",)), model_info(model), 2, 10, 1000)
+        job, batches = create_job(
+            session,
+            JobSpec(texts=("good",)),
+            model_info(model),
+            batch_size=2,
+            max_texts=10,
+            max_text_chars=1000,
+        )
         session.commit()
     explainer = Explainer(load_weights(other), Vocabulary({}, 10_000))
     assert run(sessions, explainer, job.id, batches[0]).startswith("failed")

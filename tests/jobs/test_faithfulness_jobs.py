@@ -32,7 +32,14 @@ RECORD = len(DIRECTIONS) * len(RANKINGS) * (DEFAULT_MAX_DELETED + 1)
 
 def start(settings: Settings, spec: JobSpec, batch_size: int) -> tuple[int, list[list[str]]]:
     with session_factory(settings.effective_database_url)() as session:
-        job, batches = create_job(session, spec, model_info(settings.model_path), batch_size, 100, 10_000)
+        job, batches = create_job(
+            session,
+            spec,
+            model_info(settings.model_path),
+            batch_size=batch_size,
+            max_texts=100,
+            max_text_chars=10_000,
+        )
         session.commit()
         return job.id, batches
 

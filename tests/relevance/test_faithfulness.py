@@ -55,7 +55,9 @@ def real(sample_reviews: list[Review], vocabulary: Vocabulary, trained_weights: 
 
 @pytest.fixture(scope="module")
 def real_curves(real: Explained, trained_weights: ModelWeights) -> DeletionCurves:
-    return deletion_curves(ForwardModel.from_weights(trained_weights), real.sequences, real.explanations, K)
+    return deletion_curves(
+        ForwardModel.from_weights(trained_weights), real.sequences, real.explanations, max_deleted=K
+    )
 
 
 def one_word_model(vocab: int = 30) -> ModelWeights:
@@ -100,7 +102,7 @@ def test_one_word_model_every_method_deletes_that_word_first() -> None:
     assert (order[:, MOST, methods, 0] == np.array(places)[:, None]).all()
     assert not (order[:, LEAST, methods, :] == np.array(places)[:, None, None]).any()  # never among the last
 
-    curves = deletion_curves(ForwardModel.from_weights(weights), sequences, explanations, K)
+    curves = deletion_curves(ForwardModel.from_weights(weights), sequences, explanations, max_deleted=K)
     sums = FaithfulnessSums.of(curves, [1] * len(sequences))
     accuracy = sums.accuracy_correct()  # (D, R, K+1)
     assert sums.correct == len(sequences) and sums.misclassified == 0
@@ -130,9 +132,9 @@ def test_random_drops_more_slowly_than_lrp_on_the_trained_model(
 def test_batched_results_equal_one_review_at_a_time(real: Explained, trained_weights: ModelWeights) -> None:
     model = ForwardModel.from_weights(trained_weights, np.float64)
     sequences, explanations = real.sequences[:24], real.explanations[:24]
-    batched = deletion_curves(model, sequences, explanations, K)
+    batched = deletion_curves(model, sequences, explanations, max_deleted=K)
     for n, (ids, explanation) in enumerate(zip(sequences, explanations, strict=True)):
-        alone = deletion_curves(model, [ids], [explanation], K)
+        alone = deletion_curves(model, [ids], [explanation], max_deleted=K)
         np.testing.assert_allclose(alone.probability[0], batched.probability[n], rtol=0, atol=1e-12)
         np.testing.assert_array_equal(alone.predicted[0], batched.predicted[n])
 
@@ -148,14 +150,16 @@ def test_padding_in_the_input_is_no_token(real: Explained, trained_weights: Mode
 
     gapped: dict[str, Any] = {m: with_gaps(getattr(explanation, m)) for m in METHODS}
     padded_explanation = replace(explanation, **gapped)
-    plain = deletion_curves(model, [ids], [explanation], K)
-    gaps = deletion_curves(model, [padded], [padded_explanation], K)
+    plain = deletion_curves(model, [ids], [explanation], max_deleted=K)
+    gaps = deletion_curves(model, [padded], [padded_explanation], max_deleted=K)
     np.testing.assert_allclose(gaps.probability, plain.probability, rtol=0, atol=1e-12)
 
 
 def test_agrees_with_a_plain_loop(real: Explained, trained_weights: ModelWeights) -> None:
     sequences, explanations = real.sequences[:4], real.explanations[:4]
-    curves = deletion_curves(ForwardModel.from_weights(trained_weights), sequences, explanations, K)
+    curves = deletion_curves(
+        ForwardModel.from_weights(trained_weights), sequences, explanations, max_deleted=K
+    )
     for n, (ids, explanation) in enumerate(zip(sequences, explanations, strict=True)):
         scores = {m: getattr(explanation, m) for m in METHODS}
         scores["random"] = random_scores(np.array(ids), seed=0)
@@ -173,7 +177,7 @@ def test_agrees_with_a_plain_loop(real: Explained, trained_weights: ModelWeights
 def test_deletion_is_the_engines_masking(real: Explained, trained_weights: ModelWeights) -> None:
     """Deleting k words gives the probability the engine reports for the review with those ids set to 0."""
     ids, explanation = real.sequences[1], real.explanations[1]
-    curves = deletion_curves(ForwardModel.from_weights(trained_weights), [ids], [explanation], K)
+    curves = deletion_curves(ForwardModel.from_weights(trained_weights), [ids], [explanation], max_deleted=K)
     order, _ = deletion_order(read_batch([ids], [explanation]), K)  # (1, D, R, K)
     for d in range(len(DIRECTIONS)):
         for r in range(len(RANKINGS)):
@@ -190,7 +194,9 @@ def test_start_token_is_never_deleted_and_short_reviews_repeat_their_end(
 ) -> None:
     sequences = [[START_ID, 20, 30, 40], [START_ID, 50], [START_ID]]
     explanations = Engine(trained_weights).explain(sequences)
-    curves = deletion_curves(ForwardModel.from_weights(trained_weights), sequences, explanations, K)
+    curves = deletion_curves(
+        ForwardModel.from_weights(trained_weights), sequences, explanations, max_deleted=K
+    )
     order, count = deletion_order(read_batch(sequences, explanations), K)
     np.testing.assert_array_equal(count, [3, 1, 0])
     assert not (order[0, :, :, :3] == 0).any()

@@ -69,9 +69,9 @@ def run_job_here(settings: Settings, spec: JobSpec) -> int:
             session,
             spec,
             model_info(settings.model_path),
-            settings.batch_size,
-            settings.max_texts,
-            settings.max_text_chars,
+            batch_size=settings.batch_size,
+            max_texts=settings.max_texts,
+            max_text_chars=settings.max_text_chars,
         )
         session.commit()
         job_id = job.id

@@ -449,8 +449,8 @@ def test_word_index_lists_what_scanning_the_tokens_lists(site: Site, sort: str) 
             ExplanationFilter(word="zzzznever"),
         ]
         for f in searches:
-            scanned = list_explanations(session, site.job_id, f, sort, 0, 1000)
-            indexed = list_explanations(session, site.job_id, f, sort, 0, 1000, index)
+            scanned = list_explanations(session, site.job_id, f, sort, offset=0, limit=1000)
+            indexed = list_explanations(session, site.job_id, f, sort, offset=0, limit=1000, lookup=index)
             assert scanned[0] == indexed[0]
             assert [r.review_id for r in scanned[1]] == [r.review_id for r in indexed[1]]
             assert [r.word_relevance for r in indexed[1]] == pytest.approx(
@@ -459,8 +459,8 @@ def test_word_index_lists_what_scanning_the_tokens_lists(site: Site, sort: str) 
             ids = [r.review_id for r in scanned[1]]
             if len(ids) >= 3:
                 expected = (ids[0], ids[2])
-                assert neighbours(session, site.job_id, f, sort, ids[1]) == expected
-                assert neighbours(session, site.job_id, f, sort, ids[1], index) == expected
+                assert neighbours(session, site.job_id, f, sort, review_id=ids[1]) == expected
+                assert neighbours(session, site.job_id, f, sort, review_id=ids[1], lookup=index) == expected
 
 
 def test_a_job_without_lrp_has_every_page(client: FlaskClient, site: Site) -> None:
