@@ -19,13 +19,17 @@ from h_0 = c_0 = 0. Each review is explained for one target logit y = logits[k]:
   when bias_factor = 0, none when 1). So `lrp_rest`, what reaches no token (what they keep plus what
   arrives at the zero initial state), is y - sum(lrp).
 
-How the work is laid out:
+How the work is laid out (scripts/bench_engine.py measures it against the previous engine):
 - Reviews are sorted by length and right-aligned to a common last step, so at every step the reviews still
   running form a prefix of the batch: no work is done on padding, and nothing can leak into it.
-- Arrays are feature-major, (features, rows): each gate is a contiguous block of rows of the (4H, n)
-  pre-activations, and every product with the weights is one matrix product with no transposes.
-- The input term x_t W + b is read from a precomputed (4H, vocabulary) table, gathered once per batch; the
-  same table gives GI without another product (dy/dx_t . x_t = dy/dz_t . x_t W).
+- Arrays are token-major, (rows, H) per quantity, and each gate has its own contiguous (n, H) block: the
+  rows running at the next step back are a contiguous prefix of every array, every element-wise pass runs
+  over contiguous memory, and every table gather copies whole rows.
+- The trace the forward pass keeps is packed: step t holds one contiguous block of its n_t running rows
+  per kind of quantity, so padding takes neither work nor memory, and an inner batch is bounded by its
+  reviews' own tokens. (The feature-major layout before, with (features, T, rows) arrays sliced per step,
+  ran each pass over scattered rows of memory and was about 1.3x slower.)
+- The input term x_t W + b is gathered from a precomputed (4, vocabulary, H) table, one block per gate.
 - Large arrays live in a workspace reused across batches: fresh memory pages cost more than the work here.
 
 Precision: in float32 the target logit y carries a rounding error of about 1e-7 times the terms it sums,
@@ -52,7 +56,8 @@ from shared.relevance.weights import ModelWeights
 Array = npt.NDArray[np.floating]
 IntArray = npt.NDArray[np.intp]
 
-DEFAULT_TOKEN_BUDGET = 52_000  # padded tokens per inner batch: 11 H floats each, ~150 MB at H = 64
+DEFAULT_TOKEN_BUDGET = 120_000  # tokens per inner batch (padding takes no room): 7 H floats each in the
+# trace, ~215 MB at H = 64; it holds a typical call of 500 reviews at once
 DEFAULT_MAX_ROWS = 512  # reviews per inner batch
 FLOAT64_BELOW_EPS = 10.0  # float32 reviews whose |target logit| < this * eps are explained again in float64
 _KERAS_TO_IFOG = (0, 1, 3, 2)  # Keras stores the gates as i, f, c, o; the engine uses i, f, o, g (g = c)
@@ -76,7 +81,7 @@ class Explanation:
 
 @dataclass(frozen=True)
 class _Weights:
-    """The weights laid out for the feature-major loops, gates in the order i, f, o, g.
+    """The weights laid out for the token-major loops, gates in the order i, f, o, g.
 
     The i, f and o rows are stored negated. Their pre-activation then comes out as -z, and
     sigmoid(z) = 1 / (1 + exp(-z)) is one exp, one +1 and one reciprocal over one contiguous 3H block, with no
@@ -85,11 +90,13 @@ class _Weights:
     the g rows, which keep their signs.
     """
 
-    input_table_t: Array  # (4H, vocabulary) (embedding W + b)^T: the input term of z_t for every token id
-    recurrent_t: Array  # (4H, H) U^T
-    gradient_back: Array  # (H + E + 1, 4H) [U; W; b^T]: dz_t gives dh_{t-1}, dx_t and b . dz_t at once
-    lrp_back_g: Array  # (H + 1, H) [U_g; b_g^T]: messages of z_g give h_{t-1}'s share and the bias share
-    dense_t: Array  # (C, H) D^T
+    input_tables: Array  # (4, vocabulary, H) embedding W_k + b_k per gate k: the input term of z_t
+    input_table_g: Array  # (vocabulary, H) embedding W_g: the part of z_g that LRP gives to the token
+    embedding: Array  # (vocabulary, E)
+    recurrent: Array  # (4, H, H) per gate U_k: z_k gets h_{t-1} U_k
+    gradient_back: Array  # (4H, H + E) [U^T  W^T]: dz_t (n, 4H) gives [dh_{t-1}  dx_t] in one product
+    lrp_back_g: Array  # (H, H + 1) [U_g^T  b_g]: messages of z_g give h_{t-1}'s share and the bias share
+    dense: Array  # (H, C) D
     dense_bias: Array  # (C,) d
 
 
@@ -102,19 +109,19 @@ def _prepare_weights(weights: ModelWeights, dtype: type[np.floating]) -> _Weight
     recurrent = weights.lstm_recurrent_kernel[:, order] * sign  # (H, 4H)
     bias = weights.lstm_bias[order] * sign  # (4H,)
     input_table = weights.embedding @ kernel + bias  # (vocabulary, 4H)
-    gradient_back = np.concatenate([recurrent, kernel, bias[None, :]], axis=0)  # (H + E + 1, 4H)
     g = slice(3 * H, 4 * H)
-    lrp_back_g = np.concatenate([recurrent[:, g], bias[None, g]], axis=0)  # (H + 1, H)
 
     def cast(a: Array) -> Array:
         return np.ascontiguousarray(a, dtype=dtype)
 
     return _Weights(
-        input_table_t=cast(input_table.T),
-        recurrent_t=cast(recurrent.T),
-        gradient_back=cast(gradient_back),
-        lrp_back_g=cast(lrp_back_g),
-        dense_t=cast(weights.dense_kernel.T),
+        input_tables=cast(input_table.reshape(-1, 4, H).transpose(1, 0, 2)),
+        input_table_g=cast(weights.embedding @ kernel[:, g]),
+        embedding=cast(weights.embedding),
+        recurrent=cast(recurrent.reshape(H, 4, H).transpose(1, 0, 2)),
+        gradient_back=cast(np.concatenate([recurrent.T, kernel.T], axis=1)),
+        lrp_back_g=cast(np.concatenate([recurrent[:, g].T, bias[g, None]], axis=1)),
+        dense=cast(weights.dense_kernel),
         dense_bias=cast(weights.dense_bias),
     )
 
@@ -124,51 +131,66 @@ def _view(buffer: Array, *shape: int) -> Array:
     return buffer[: math.prod(shape)].reshape(shape)
 
 
+def _blocks(buffer: Array, features: int, widths: IntArray, hidden: int) -> list[Array]:
+    """Consecutive contiguous (features, width, hidden) blocks of a flat buffer, one per entry of `widths`."""
+    ends = features * hidden * np.cumsum(widths)  # (len(widths),)
+    starts = ends - features * hidden * widths  # (len(widths),)
+    return [
+        buffer[start:end].reshape(features, width, hidden)
+        for start, end, width in zip(starts.tolist(), ends.tolist(), widths.tolist(), strict=True)
+    ]
+
+
 class _Workspace:
     """Flat buffers reused by every batch (one engine per thread), each with one purpose."""
 
     def __init__(self, hidden: int, embed: int, dtype: type[np.floating]) -> None:
         self.hidden, self.embed, self.dtype = hidden, embed, dtype
-        self.slots = self.rows = 0
-        self.ensure(slots=1, rows=1)
+        self.tokens = self.rows = self.states = 0
+        self.ensure(tokens=1, rows=1)
 
-    def ensure(self, slots: int, rows: int) -> None:
-        """Grow the buffers to hold a batch of `slots` padded tokens and `rows` reviews."""
+    def ensure(self, tokens: int, rows: int) -> None:
+        """Grow the buffers to hold a batch of `tokens` tokens (padding takes no room) and `rows` reviews."""
         H, E, dtype = self.hidden, self.embed, self.dtype
-        if slots > self.slots:
-            self.slots = slots
-            self.inputs = np.empty(4 * H * slots, dtype)  # x_t W + b of every token
-            self.gates = np.empty(4 * H * slots, dtype)  # i, f, o, g of every step
-            self.z_g = np.empty(H * slots, dtype)
-            self.c = np.empty(H * slots, dtype)
-            self.h = np.empty(H * slots, dtype)
+        if tokens > self.tokens:
+            self.tokens = tokens
+            self.gates = np.empty(5 * H * tokens, dtype)  # i, f, o, g and z_g of every step
+        if tokens + rows > self.states:
+            self.states = tokens + rows
+            self.state = np.empty(2 * H * self.states, dtype)  # c_{t-1}, h_{t-1} of every step; c_T, h_T
         if rows > self.rows:
             self.rows = rows
-            self.z = np.empty(4 * H * rows, dtype)  # forward: pre-activations of one step
-            self.i_g = np.empty(H * rows, dtype)  # forward: i * g
-            self.tanh_c = np.empty(H * rows, dtype)  # tanh(c_t) of one step
-            self.dz = np.empty(4 * H * rows, dtype)  # gradient: dy/dz of one step
-            self.gradient_product = np.empty((H + E + 1) * rows, dtype)  # [dh_{t-1}; dx_t; b . dz_t]
-            self.output_slope = np.empty(H * rows, dtype)  # o (1 - tanh(c)^2)
-            self.tanh_slope = np.empty(H * rows, dtype)  # 1 - g^2
-            self.sigmoid_slope = np.empty(3 * H * rows, dtype)  # s (s - 1) of i, f, o
-            self.flush_scratch = np.empty(H * rows, dtype)
-            self.stabiliser = np.empty(H * rows, dtype)  # eps sign(pre-activation) of the epsilon rule
-            self.message = np.empty(H * rows, dtype)  # R / (pre-activation + stabiliser)
-            self.relevance_g = np.empty(H * rows, dtype)
-            self.f_c_prev = np.empty(H * rows, dtype)  # f * c_{t-1}
-            self.lrp_product = np.empty((H + 1) * rows, dtype)  # [U_g m_g; b_g . m_g]
+            self.inputs = np.empty(4 * rows * H, dtype)  # (4, n, H) x_t W + b of one step
+            self.z = np.empty(4 * rows * H, dtype)  # (4, n, H) pre-activations of one step
+            self.i_g = np.empty(rows * H, dtype)  # i * g
+            self.tanh_c = np.empty(rows * H, dtype)  # tanh(c_t) of one step
+            self.dz = np.empty(rows * 4 * H, dtype)  # (n, 4H) dy/dz of one step
+            self.gradient_product = np.empty(rows * (H + E), dtype)  # (n, H + E) [dh_{t-1}  dx_t]
+            self.embedded = np.empty(rows * E, dtype)  # (n, E) x_t
+            self.output_slope = np.empty(rows * H, dtype)  # o (1 - tanh(c)^2)
+            self.tanh_slope = np.empty(rows * H, dtype)  # 1 - g^2
+            self.sigmoid_slope = np.empty(3 * rows * H, dtype)  # (3, n, H) s (s - 1) of i, f, o
+            self.flush_scratch = np.empty(rows * H, dtype)  # (n, H) |values| in _flush_tiny
+            self.stabiliser = np.empty(rows * H, dtype)  # eps sign(pre-activation) of the epsilon rule
+            self.message = np.empty(rows * H, dtype)  # R / (pre-activation + stabiliser)
+            self.relevance_g = np.empty(rows * H, dtype)  # (n, H) R(g)
+            self.f_c_prev = np.empty(rows * H, dtype)  # f * c_{t-1}
+            self.lrp_product = np.empty(rows * (H + 1), dtype)  # (n, H + 1) [m_g U_g^T  b_g . m_g]
+            self.input_g = np.empty(rows * H, dtype)  # (n, H) x_t W_g
 
 
 @dataclass
 class _Trace:
-    """What the forward pass keeps for the backward passes, feature-major; rows [0, active[t]) run at t."""
+    """What the forward pass keeps for the backward passes, one contiguous block per step, token-major.
 
-    inputs: Array  # (4H, T, B) x_t W + b, gathered from the table (i, f, o negated)
-    gates: Array  # (T, 4H, B) i, f, o, g
-    z_g: Array  # (T, H, B) pre-activation of g
-    c: Array  # (T, H, B)
-    h: Array  # (T, H, B)
+    Step t runs rows [0, n_t) with n_t = active[t]; each of its blocks is (quantities, n_t, H). Packed this
+    way the trace holds no padding, every pass over a step streams one contiguous stretch of memory, and the
+    rows running at the next step back are a contiguous prefix of every (n, H) array.
+    """
+
+    tokens: IntArray  # (T, B) right-aligned token ids
+    gates: list[Array]  # T blocks (5, n_t, H): i, f, o, g and the pre-activation z_g
+    state: list[Array]  # T + 1 blocks (2, n_t, H): c_{t-1}, h_{t-1} (0 for rows starting at t); c_T, h_T
     active: IntArray  # (T,)
 
 
@@ -183,65 +205,56 @@ def _flush_tiny(values: Array, scratch: Array) -> None:
     np.copyto(values, 0.0, where=scratch < math.sqrt(np.finfo(values.dtype).tiny) * 1e7)
 
 
-def _lstm_step(w: _Weights, ws: _Workspace, tr: _Trace, t: int, h_prev: Array, c_prev: Array) -> None:
+def _lstm_step(w: _Weights, ws: _Workspace, tr: _Trace, t: int) -> None:
     """Forward step t over its n running rows, written into the trace:
 
     z = x_t W + h_{t-1} U + b;  i, f, o = sigmoid(z_i, z_f, z_o);  g = tanh(z_g)
     c_t = f * c_{t-1} + i * g;  h_t = o * tanh(c_t)
     """
-    H, n = h_prev.shape
-    z = _view(ws.z, 4 * H, n)  # (4H, n) with -z for i, f, o
-    np.matmul(w.recurrent_t, h_prev, out=z)
-    z += tr.inputs[:, t, :n]
-    gates = tr.gates[t, :, :n]  # (4H, n)
-    negated_ifo = z[: 3 * H]  # (3H, n)
+    gates, state, state_next = tr.gates[t], tr.state[t], tr.state[t + 1]  # (5, n, H), (2, n, H), (2, n', H)
+    n, H = state.shape[1:]
+    c_prev, h_prev = state  # (n, H) each
+    inputs = _view(ws.inputs, 4, n, H)  # (4, n, H)
+    np.take(w.input_tables, tr.tokens[t, :n], axis=1, out=inputs, mode="clip")
+    z = _view(ws.z, 4, n, H)  # (4, n, H) with -z for i, f, o
+    np.matmul(h_prev, w.recurrent, out=z)
+    z += inputs
+    negated_ifo = z[:3]  # (3, n, H)
     np.exp(negated_ifo, out=negated_ifo)
     negated_ifo += 1.0
-    np.reciprocal(negated_ifo, out=gates[: 3 * H])  # sigmoid = 1 / (1 + exp(-z))
-    tr.z_g[t, :, :n] = z[3 * H :]
-    np.tanh(z[3 * H :], out=gates[3 * H :])
-    i, f, o, g = gates[:H], gates[H : 2 * H], gates[2 * H : 3 * H], gates[3 * H :]  # (H, n) each
-    c = tr.c[t, :, :n]  # (H, n)
+    np.divide(1.0, negated_ifo, out=gates[:3])  # sigmoid = 1 / (1 + exp(-z))
+    gates[4] = z[3]  # z_g, for LRP
+    np.tanh(z[3], out=gates[3])
+    i, f, o, g = gates[:4]  # (n, H) each
+    c, h = state_next[0, :n], state_next[1, :n]  # (n, H) each
     np.multiply(f, c_prev, out=c)
-    i_g = _view(ws.i_g, H, n)  # (H, n)
+    i_g = _view(ws.i_g, n, H)  # (n, H)
     np.multiply(i, g, out=i_g)
     c += i_g
-    tanh_c = _view(ws.tanh_c, H, n)  # (H, n)
+    tanh_c = _view(ws.tanh_c, n, H)  # (n, H)
     np.tanh(c, out=tanh_c)
-    np.multiply(o, tanh_c, out=tr.h[t, :, :n])
+    np.multiply(o, tanh_c, out=h)
+    state_next[:, n:] = 0.0  # the rows that start at step t + 1 start from the zero state
 
 
 def _forward(w: _Weights, ws: _Workspace, tokens: IntArray, active: IntArray) -> _Trace:
     """Run the LSTM over a right-aligned batch: tokens (T, B), rows [0, active[t]) run at step t."""
     T, B = tokens.shape
-    H = w.recurrent_t.shape[1]
-    inputs = _view(ws.inputs, 4 * H, T, B)  # (4H, T, B)
-    flat_tokens = tokens.reshape(-1)  # (T * B,)
-    for table_row, gathered in zip(w.input_table_t, inputs.reshape(4 * H, T * B), strict=True):
-        np.take(table_row, flat_tokens, out=gathered, mode="clip")  # one table row at a time stays in cache
+    H = w.recurrent.shape[1]
     tr = _Trace(
-        inputs=inputs,
-        gates=_view(ws.gates, T, 4 * H, B),
-        z_g=_view(ws.z_g, T, H, B),
-        c=_view(ws.c, T, H, B),
-        h=_view(ws.h, T, H, B),
+        tokens=tokens,
+        gates=_blocks(ws.gates, 5, active, H),
+        state=_blocks(ws.state, 2, np.append(active, B), H),
         active=active,
     )
-    zeros = np.zeros((H, B), ws.dtype)  # (H, B) the initial state of the rows that start at step 0
+    tr.state[0][...] = 0.0  # (2, n_0, H)
     for t in range(T):
-        n = int(active[t])
-        if t:
-            starting = slice(int(active[t - 1]), n)  # rows whose first step is t start from the zero state
-            tr.c[t - 1, :, starting] = 0.0
-            tr.h[t - 1, :, starting] = 0.0
-        h_prev = tr.h[t - 1, :, :n] if t else zeros[:, :n]  # (H, n)
-        c_prev = tr.c[t - 1, :, :n] if t else zeros[:, :n]  # (H, n)
-        _lstm_step(w, ws, tr, t, h_prev, c_prev)
+        _lstm_step(w, ws, tr, t)
     return tr
 
 
 def _gradient_step(
-    w: _Weights, ws: _Workspace, tr: _Trace, t: int, c_prev: Array, dh: Array, dc: Array
+    w: _Weights, ws: _Workspace, tr: _Trace, t: int, dh: Array, dc: Array
 ) -> tuple[Array, Array]:
     """Backpropagation through step t over its n running rows; returns (SA_t, GI_t), each (n,).
 
@@ -249,60 +262,60 @@ def _gradient_step(
     dy/dh_{t-1} and the part of dy/dc_{t-1} that comes from step t:
         dy/do = dh tanh(c_t);  dy/dc_t = dc + dh o (1 - tanh(c_t)^2)
         dy/di = dy/dc_t g;  dy/df = dy/dc_t c_{t-1};  dy/dg = dy/dc_t i;  dy/dc_{t-1} = dy/dc_t f
-        dz = dy/d(gate) * gate'(z),  [dh_{t-1}; dx_t; b . dz] = [U; W; b^T] dz
-        SA_t = |dx_t|^2,  GI_t = dx_t . x_t = dz . (x_t W) = dz . (table entry - b)
+        dz = dy/d(gate) * gate'(z),  [dh_{t-1}  dx_t] = dz [U^T  W^T]
+        SA_t = |dx_t|^2,  GI_t = dx_t . x_t
     """
-    H, n = dh.shape
-    E = w.gradient_back.shape[0] - H - 1
-    gates = tr.gates[t, :, :n]  # (4H, n)
-    i, f, o, g = gates[:H], gates[H : 2 * H], gates[2 * H : 3 * H], gates[3 * H :]  # (H, n) each
-    h = tr.h[t, :, :n]  # (H, n)
-    tanh_c = _view(ws.tanh_c, H, n)  # (H, n) recomputed: cheaper than storing it
-    np.tanh(tr.c[t, :, :n], out=tanh_c)
-    dz = _view(ws.dz, 4 * H, n)  # (4H, n) with respect to the stored pre-activations (-z for i, f, o)
-    np.multiply(dh, tanh_c, out=dz[2 * H : 3 * H])  # dy/do
-    output_slope = _view(ws.output_slope, H, n)  # (H, n) o (1 - tanh(c)^2) = o - h tanh(c)
+    n, H = dh.shape
+    E = w.gradient_back.shape[1] - H
+    i, f, o, g = tr.gates[t][:4]  # (n, H) each
+    c_prev = tr.state[t][0]  # (n, H)
+    c, h = tr.state[t + 1][0, :n], tr.state[t + 1][1, :n]  # (n, H) each
+    tanh_c = _view(ws.tanh_c, n, H)  # (n, H) recomputed: cheaper than storing it
+    np.tanh(c, out=tanh_c)
+    dz = _view(ws.dz, n, 4 * H)  # (n, 4H) with respect to the stored pre-activations (-z for i, f, o)
+    dz_by_gate = dz.reshape(n, 4, H).transpose(1, 0, 2)  # (4, n, H) view
+    np.multiply(dh, tanh_c, out=dz_by_gate[2])  # dy/do
+    output_slope = _view(ws.output_slope, n, H)  # (n, H) o (1 - tanh(c)^2) = o - h tanh(c)
     np.multiply(h, tanh_c, out=output_slope)
     np.subtract(o, output_slope, out=output_slope)
     output_slope *= dh
     dc += output_slope  # dy/dc_t
-    np.multiply(dc, g, out=dz[:H])  # dy/di
-    np.multiply(dc, c_prev, out=dz[H : 2 * H])  # dy/df
-    np.multiply(dc, i, out=dz[3 * H :])  # dy/dg
+    np.multiply(dc, g, out=dz_by_gate[0])  # dy/di
+    np.multiply(dc, c_prev, out=dz_by_gate[1])  # dy/df
+    np.multiply(dc, i, out=dz_by_gate[3])  # dy/dg
     dc *= f  # dy/dc_{t-1} through the cell
-    sigmoid_slope = _view(ws.sigmoid_slope, 3 * H, n)  # (3H, n) s (s - 1), the slope for -z
-    np.subtract(gates[: 3 * H], 1.0, out=sigmoid_slope)
-    sigmoid_slope *= gates[: 3 * H]
-    dz[: 3 * H] *= sigmoid_slope
-    tanh_slope = _view(ws.tanh_slope, H, n)  # (H, n) 1 - g^2
+    sigmoid_slope = _view(ws.sigmoid_slope, 3, n, H)  # (3, n, H) s (s - 1), the slope for -z
+    np.subtract(tr.gates[t][:3], 1.0, out=sigmoid_slope)
+    sigmoid_slope *= tr.gates[t][:3]
+    dz_by_gate[:3] *= sigmoid_slope
+    tanh_slope = _view(ws.tanh_slope, n, H)  # (n, H) 1 - g^2
     np.multiply(g, g, out=tanh_slope)
     np.subtract(1.0, tanh_slope, out=tanh_slope)
-    dz[3 * H :] *= tanh_slope
-    product = _view(ws.gradient_product, H + E + 1, n)  # (H + E + 1, n) [dh_{t-1}; dx_t; b . dz]
-    np.matmul(w.gradient_back, dz, out=product)
-    dh[...] = product[:H]
-    dx = product[H : H + E]  # (E, n)
-    sa = np.einsum("en,en->n", dx, dx)  # (n,)
-    gi = np.einsum("kn,kn->n", dz, tr.inputs[:, t, :n])  # (n,)
-    gi -= product[H + E]
+    dz_by_gate[3] *= tanh_slope
+    product = _view(ws.gradient_product, n, H + E)  # (n, H + E) [dh_{t-1}  dx_t]
+    np.matmul(dz, w.gradient_back, out=product)
+    dh[...] = product[:, :H]
+    dx = product[:, H:]  # (n, E)
+    embedded = _view(ws.embedded, n, E)  # (n, E)
+    np.take(w.embedding, tr.tokens[t, :n], axis=0, out=embedded, mode="clip")
+    sa: Array = np.einsum("ne,ne->n", dx, dx)  # (n,)
+    gi: Array = np.einsum("ne,ne->n", dx, embedded)  # (n,)
     return sa, gi
 
 
 def _gradients(w: _Weights, ws: _Workspace, tr: _Trace, targets: IntArray) -> tuple[Array, Array]:
     """SA and GI per (step, row), each (T, B), from dy/dh_T = D_k, step by step back to the first token."""
-    T, H, B = tr.h.shape
+    T, (B, H) = len(tr.active), tr.state[-1].shape[1:]
     sa = np.zeros((T, B), ws.dtype)  # (T, B)
     gi = np.zeros((T, B), ws.dtype)  # (T, B)
-    dh = np.ascontiguousarray(w.dense_t[targets].T)  # (H, B) dy/dh_T
-    dc = np.zeros((H, B), ws.dtype)  # (H, B)
-    zeros = np.zeros((H, B), ws.dtype)  # (H, B) the state before step 0
+    dh = np.ascontiguousarray(w.dense.T[targets])  # (B, H) dy/dh_T
+    dc = np.zeros((B, H), ws.dtype)  # (B, H)
     for t in range(T - 1, -1, -1):
         n = int(tr.active[t])
         if t % _FLUSH_EVERY == 0:
-            _flush_tiny(dh[:, :n], _view(ws.flush_scratch, H, n))
-            _flush_tiny(dc[:, :n], _view(ws.flush_scratch, H, n))
-        c_prev = tr.c[t - 1, :, :n] if t else zeros[:, :n]  # (H, n)
-        sa[t, :n], gi[t, :n] = _gradient_step(w, ws, tr, t, c_prev, dh[:, :n], dc[:, :n])
+            _flush_tiny(dh[:n], _view(ws.flush_scratch, n, H))
+            _flush_tiny(dc[:n], _view(ws.flush_scratch, n, H))
+        sa[t, :n], gi[t, :n] = _gradient_step(w, ws, tr, t, dh[:n], dc[:n])
     return sa, gi
 
 
@@ -342,8 +355,6 @@ def _lrp_step(
     ws: _Workspace,
     tr: _Trace,
     t: int,
-    c_prev: Array,
-    h_prev: Array,
     relevance_h: Array,
     relevance_c: Array,
     rule: _EpsilonRule,
@@ -360,48 +371,52 @@ def _lrp_step(
     and, when bias_factor > 0, every input also receives bias_factor / (number of inputs) of its map's bias
     and stabiliser terms, summed over the units.
     """
-    H, n = relevance_h.shape
-    E = w.gradient_back.shape[0] - H - 1
-    gates = tr.gates[t, :, :n]  # (4H, n)
-    i, f, g = gates[:H], gates[H : 2 * H], gates[3 * H :]  # (H, n) each
-    stabiliser = _view(ws.stabiliser, H, n)  # (H, n)
-    message = _view(ws.message, H, n)  # (H, n)
-    relevance_g = _view(ws.relevance_g, H, n)  # (H, n)
-    f_c_prev = _view(ws.f_c_prev, H, n)  # (H, n)
-    product = _view(ws.lrp_product, H + 1, n)  # (H + 1, n) [U_g m_g; b_g . m_g]
+    n, H = relevance_h.shape
+    E = w.embedding.shape[1]
+    i, f, _, g, z_g = tr.gates[t]  # (n, H) each
+    c_prev, h_prev = tr.state[t]  # (n, H) each
+    c = tr.state[t + 1][0, :n]  # (n, H)
+    stabiliser = _view(ws.stabiliser, n, H)  # (n, H)
+    message = _view(ws.message, n, H)  # (n, H)
+    relevance_g = _view(ws.relevance_g, n, H)  # (n, H)
+    f_c_prev = _view(ws.f_c_prev, n, H)  # (n, H)
+    product = _view(ws.lrp_product, n, H + 1)  # (n, H + 1) [m_g U_g^T  b_g . m_g]
 
     relevance_c += relevance_h  # signal-take-all
-    rule.messages(relevance_c, tr.c[t, :, :n], stabiliser, message)  # m_c
+    rule.messages(relevance_c, c, stabiliser, message)  # m_c
     np.multiply(i, g, out=relevance_g)
     relevance_g *= message
     np.multiply(f, c_prev, out=f_c_prev)
     np.multiply(f_c_prev, message, out=relevance_c)  # R(c_{t-1})
     if rule.bias_factor:
-        spread_c = rule.bias_factor / (2 * H) * np.einsum("hn,hn->n", message, stabiliser)  # (n,)
-        relevance_c += spread_c
-        relevance_g += spread_c
+        spread_c = rule.bias_factor / (2 * H) * np.einsum("nh,nh->n", message, stabiliser)  # (n,)
+        relevance_c += spread_c[:, None]
+        relevance_g += spread_c[:, None]
 
-    rule.messages(relevance_g, tr.z_g[t, :, :n], stabiliser, message)  # m_g
-    np.matmul(w.lrp_back_g, message, out=product)
-    relevance_x: Array = np.einsum("hn,hn->n", message, tr.inputs[3 * H :, t, :n])  # (n,) (x_t W_g + b_g) m_g
-    relevance_x -= product[H]
-    np.multiply(h_prev, product[:H], out=relevance_h)  # R(h_{t-1})
+    rule.messages(relevance_g, z_g, stabiliser, message)  # m_g
+    np.matmul(message, w.lrp_back_g, out=product)
+    input_g = _view(ws.input_g, n, H)  # (n, H) x_t W_g
+    np.take(w.input_table_g, tr.tokens[t, :n], axis=0, out=input_g, mode="clip")
+    relevance_x: Array = np.einsum("nh,nh->n", message, input_g)  # (n,) sum x_t W_g m_g
+    np.multiply(h_prev, product[:, :H], out=relevance_h)  # R(h_{t-1})
     if rule.bias_factor:
-        bias_terms = np.einsum("hn,hn->n", message, stabiliser) + product[H]  # (n,) (s_g + b_g) . m_g
+        bias_terms = np.einsum("nh,nh->n", message, stabiliser) + product[:, H]  # (n,) (s_g + b_g) . m_g
         relevance_x += rule.bias_factor * E / (E + H) * bias_terms
-        relevance_h += rule.bias_factor / (E + H) * bias_terms
+        relevance_h += rule.bias_factor / (E + H) * bias_terms[:, None]
     return relevance_x
 
 
 def _lrp_dense(
     w: _Weights, h_last: Array, target_logit: Array, targets: IntArray, rule: _EpsilonRule
 ) -> Array:
-    """R(h_T), (H, B): the epsilon rule on y = h_T D_k + d_k (H inputs) with R(y) = y."""
-    H = h_last.shape[0]
+    """R(h_T), (B, H): the epsilon rule on y = h_T D_k + d_k (H inputs) with R(y) = y."""
+    H = h_last.shape[1]
     stabiliser = np.where(target_logit >= 0, rule.eps, -rule.eps)  # (B,)
     message = target_logit / (target_logit + stabiliser)  # (B,)
     bias_terms = (w.dense_bias[targets] + stabiliser) * message  # (B,)
-    relevance_h: Array = h_last * w.dense_t[targets].T * message + rule.bias_factor / H * bias_terms  # (H, B)
+    relevance_h: Array = (
+        h_last * w.dense.T[targets] * message[:, None] + (rule.bias_factor / H * bias_terms)[:, None]
+    )  # (B, H)
     return relevance_h.astype(h_last.dtype)
 
 
@@ -409,33 +424,30 @@ def _lrp(
     w: _Weights, ws: _Workspace, tr: _Trace, target_logit: Array, targets: IntArray, rule: _EpsilonRule
 ) -> Array:
     """LRP per (step, row), (T, B), from R(y) = y, step by step back to the first token."""
-    T, H, B = tr.h.shape
+    T, (B, H) = len(tr.active), tr.state[-1].shape[1:]
     relevance = np.zeros((T, B), ws.dtype)  # (T, B)
-    relevance_h = _lrp_dense(w, tr.h[T - 1], target_logit, targets, rule)  # (H, B)
-    relevance_c = np.zeros((H, B), ws.dtype)  # (H, B)
-    zeros = np.zeros((H, B), ws.dtype)  # (H, B) the state before step 0
+    relevance_h = _lrp_dense(w, tr.state[-1][1], target_logit, targets, rule)  # (B, H)
+    relevance_c = np.zeros((B, H), ws.dtype)  # (B, H)
     for t in range(T - 1, -1, -1):
         n = int(tr.active[t])
         if t % _FLUSH_EVERY == 0:
-            _flush_tiny(relevance_c[:, :n], _view(ws.flush_scratch, H, n))
-        c_prev = tr.c[t - 1, :, :n] if t else zeros[:, :n]  # (H, n)
-        h_prev = tr.h[t - 1, :, :n] if t else zeros[:, :n]  # (H, n)
-        relevance[t, :n] = _lrp_step(
-            w, ws, tr, t, c_prev, h_prev, relevance_h[:, :n], relevance_c[:, :n], rule
-        )
+            _flush_tiny(relevance_c[:n], _view(ws.flush_scratch, n, H))
+        relevance[t, :n] = _lrp_step(w, ws, tr, t, relevance_h[:n], relevance_c[:n], rule)
     return relevance
 
 
 def _inner_batches(lengths: IntArray, token_budget: int, max_rows: int) -> list[IntArray]:
-    """Split review indices, longest first, into batches of at most token_budget padded tokens."""
+    """Split review indices, longest first, into batches of at most max_rows reviews and token_budget tokens
+    (padding takes no room in the trace, so only the reviews' own tokens count)."""
     order = np.argsort(-lengths, kind="stable")  # (N,)
+    tokens_before = np.concatenate([[0], np.cumsum(lengths[order])])  # (N + 1,)
     batches = []
     start = 0
     while start < len(order):
-        longest = int(lengths[order[start]])
-        rows = max(1, min(max_rows, token_budget // max(longest, 1)))
-        batches.append(order[start : start + rows])
-        start += rows
+        fit = int(np.searchsorted(tokens_before, tokens_before[start] + token_budget, side="right")) - 1
+        stop = min(max(fit, start + 1), start + max_rows)
+        batches.append(order[start:stop])
+        start = stop
     return batches
 
 
@@ -548,7 +560,7 @@ class Engine:
         w, ws = self._weights, self._workspace
         started = time.perf_counter()
         B, T = len(ids), int(lengths[0])
-        ws.ensure(slots=T * B, rows=B)
+        ws.ensure(tokens=int(lengths.sum()), rows=B)
         tokens = np.zeros((T, B), dtype=np.intp)  # (T, B) left padding is never read
         for j, seq in enumerate(ids):
             tokens[T - seq.size :, j] = seq
@@ -556,7 +568,7 @@ class Engine:
         forward_start = time.perf_counter()
         trace = _forward(w, ws, tokens, active)
         forward_end = time.perf_counter()
-        logits = w.dense_t @ trace.h[T - 1] + w.dense_bias[:, None]  # (C, B)
+        logits = (trace.state[T][1] @ w.dense + w.dense_bias).T  # (C, B)
         shifted = np.exp(logits - logits.max(axis=0))  # (C, B)
         probabilities = shifted / shifted.sum(axis=0)  # (C, B)
         predicted = logits.argmax(axis=0)  # (B,)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from shared.relevance.engine import Engine, _EpsilonRule, truncate
+from shared.relevance.engine import Engine, _EpsilonRule, _inner_batches, truncate
 from shared.relevance.weights import ModelWeights
 from tests.helpers.reference_loop import explain_one
 
@@ -255,3 +255,15 @@ def test_epsilon_rule_stabiliser_is_eps_with_the_sign_of_its_value(dtype: type[n
     assert np.array_equal(stabiliser, np.copysign(dtype(1e-3), values))
     assert stabiliser[0, 0] > 0  # sign(+0) = +1
     assert np.array_equal(message, relevance / (values + stabiliser))
+
+
+def test_inner_batches_count_the_reviews_own_tokens() -> None:
+    """The trace holds no padding, so a batch is bounded by its reviews' tokens, not by longest x rows."""
+    lengths = np.array([5, 400, 30, 30, 200, 1, 399, 7], dtype=np.intp)
+    batches = _inner_batches(lengths, token_budget=600, max_rows=3)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(lengths.size))
+    for batch in batches:
+        assert len(batch) <= 3 and (lengths[batch].sum() <= 600 or len(batch) == 1)
+        assert np.all(np.diff(lengths[batch]) <= 0)  # longest first
+    assert [lengths[b].tolist() for b in batches] == [[400], [399, 200], [30, 30, 7], [5, 1]]
+    assert [b.size for b in _inner_batches(lengths, token_budget=10, max_rows=512)] == [1, 1, 1, 1, 1, 1, 2]
