@@ -202,7 +202,9 @@ def test_hostile_review_text_is_shown_literally_and_never_runs(
     browser.find_element(By.PARTIAL_LINK_TEXT, "job #").click()  # the job page's preview of the same text
     wait(browser).until(lambda d: d.find_elements(By.CSS_SELECTOR, "td.preview .tok"))
     assert browser.execute_script("return typeof window.__xss") == "undefined"
-    assert browser.find_elements(By.CSS_SELECTOR, "main img, main script") == []
+    assert browser.find_elements(By.CSS_SELECTOR, "main script, td.preview img") == []
+    charts = [img.get_attribute("src") or "" for img in browser.find_elements(By.CSS_SELECTOR, "main img")]
+    assert all(src.startswith(f"{live_site.url}/jobs/") and src.endswith(".png") for src in charts), charts
 
 
 def test_api_docs_render_under_the_strict_policy(live_site: LiveSite, browser: WebDriver) -> None:
