@@ -17,11 +17,12 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import psycopg
-from sqlalchemy import exists, select, update
+from psycopg.rows import namedtuple_row
+from sqlalchemy import TypeDecorator, exists, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -146,6 +147,49 @@ def refund_start(session_factory: sessionmaker[Session], job_id: int, review_ids
         )
 
 
+# What the insert returns of each row it really inserted (not of those already there): for the counters.
+INSERTED = (Explanation.error, Explanation.predicted_class, Explanation.true_class)
+COLUMNS = [column.name for column in Explanation.__table__.columns]
+# Bound values of columns whose Python value is not the database's (the packed arrays: NumPy -> bytes).
+CONVERTERS = {
+    column.name: column.type.process_bind_param
+    for column in Explanation.__table__.columns
+    if isinstance(column.type, TypeDecorator)
+}
+STAGING = "explanations_in"
+# With the table's own (lz4) compression: the default, pglz, made the COPY twice as slow.
+STAGING_TABLE = f"CREATE TEMPORARY TABLE {STAGING} (LIKE explanations INCLUDING COMPRESSION) ON COMMIT DROP"
+COPY_INTO_STAGING = f"COPY {STAGING} ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+STAGING_TYPES = (
+    f"SELECT attname, atttypid FROM pg_attribute WHERE attrelid = '{STAGING}'::regclass AND attnum > 0"
+)
+INSERT_FROM_STAGING = (
+    f"INSERT INTO explanations ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} FROM {STAGING}"
+    f" ON CONFLICT (job_id, review_id) DO NOTHING RETURNING {', '.join(c.key for c in INSERTED)}"
+)
+
+
+def copy_rows(session: Session, rows: list[dict[str, Any]]) -> list[Any]:
+    """PostgreSQL: the rows in binary COPY into a temporary table of this transaction, then one INSERT ...
+    SELECT ... ON CONFLICT DO NOTHING RETURNING of the rows really inserted (so a batch stored twice at
+    once adds nothing, as with the INSERT of SQLite). Half the time of the executemany INSERT: 0.09 s
+    instead of 0.17-0.2 s for 500 rows. The job's row is not locked before the INSERT, as before."""
+    connection = session.connection()
+    dialect = connection.dialect
+    driver = cast(psycopg.Connection[Any], connection.connection.driver_connection)
+    with driver.cursor(row_factory=namedtuple_row) as cursor:
+        cursor.execute(STAGING_TABLE)
+        types = {name: oid for name, oid in driver.execute(STAGING_TYPES)}
+        plan = [(name, CONVERTERS.get(name)) for name in COLUMNS]
+        with cursor.copy(COPY_INTO_STAGING) as copy:
+            copy.set_types([types[name] for name in COLUMNS])
+            for row in rows:
+                copy.write_row(
+                    [row[name] if convert is None else convert(row[name], dialect) for name, convert in plan]
+                )
+        return cursor.execute(INSERT_FROM_STAGING).fetchall()
+
+
 def store_rows(
     session_factory: sessionmaker[Session],
     job_id: int,
@@ -157,13 +201,16 @@ def store_rows(
     Returns a summary for the log."""
     started = time.perf_counter()
     with session_factory.begin() as session:
-        # executemany ("insertmanyvalues"): one cached statement; returns the rows it really inserted.
-        statement = (
-            insert_for(session)(Explanation)
-            .on_conflict_do_nothing(index_elements=["job_id", "review_id"])
-            .returning(Explanation.error, Explanation.predicted_class, Explanation.true_class)
-        )
-        inserted = session.execute(statement, rows).all()
+        inserted: Sequence[Any]
+        if session.get_bind().dialect.name == "postgresql":
+            inserted = copy_rows(session, rows)
+        else:  # executemany ("insertmanyvalues"): one cached statement; returns the rows it really inserted
+            statement = (
+                insert_for(session)(Explanation)
+                .on_conflict_do_nothing(index_elements=["job_id", "review_id"])
+                .returning(*INSERTED)
+            )
+            inserted = session.execute(statement, rows).all()
         ok = [r for r in inserted if r.error is None]
         labelled = [r for r in ok if r.true_class is not None]
         now = utcnow()

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.jobs.batches import run_batch
-from shared.jobs.lifecycle import JobSpec, create_job, model_info
+from shared.jobs.batches import explanation_values, pending_reviews, run_batch, store_rows
+from shared.jobs.faithfulness import review_figures
+from shared.jobs.lifecycle import JobSpec, create_job, model_info, parse_target
 from shared.relevance.explainer import Explainer
 from shared.relevance.tokenizer import Vocabulary
 from shared.relevance.weights import load_weights
@@ -90,6 +92,53 @@ def test_a_worker_with_another_model_fails_the_job(tmp_path: Path) -> None:
     with sessions() as session:
         stored = session.get_one(Job, job.id)
         assert stored.status == "failed" and stored.error is not None and "model" in stored.error
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_rows_stored_twice_at_once_are_stored_and_counted_once_with_every_column(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    # PostgreSQL stores through COPY into a staging table, SQLite through executemany: both must read back
+    # every column as it was explained (arrays, NULLs of a failed review) and count a second store as nothing.
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+        reset_postgres(url)
+    model = write_model(tmp_path / "small.npz", vocab=50)
+    explainer = Explainer(load_weights(model), Vocabulary({"good": 1, "zebra": 100}, 10_000))
+    migrate(url)
+    sessions = session_factory(url)
+    with sessions() as session:
+        spec = JobSpec(texts=("good good", "a zebra", "good"), faithfulness=True, faithfulness_every=1)
+        job, (batch,) = create_job(
+            session, spec, model_info(model), batch_size=10, max_texts=10, max_text_chars=1000
+        )
+        session.commit()
+        reviews = pending_reviews(session, job.id, batch)
+    results = explainer.explain([r.text for r in reviews], parse_target(job.target))
+    figures = review_figures(explainer.forward_model, batch, results, every=1)
+    rows = [
+        explanation_values(job.id, r, result, job.method_list) | extra
+        for r, result, extra in zip(reviews, results, figures, strict=True)
+    ]
+
+    assert store_rows(sessions, job.id, rows, (1.0, 2.0, 3.0)) == "stored 3 of 3 rows (1 failed)"
+    assert store_rows(sessions, job.id, rows, (1.0, 2.0, 3.0)) == "stored 0 of 3 rows (0 failed)"
+    with sessions() as session:
+        stored = session.get_one(Job, job.id)
+        assert (stored.status, stored.done, stored.failed, stored.render_seconds) == ("succeeded", 2, 1, 4.0)
+        read = {r.review_id: r for r in session.scalars(select(Explanation))}
+    assert rows[0]["deletion_probability"] is not None and rows[1]["lrp"] is None  # both kinds are checked
+    for row in rows:
+        for name, value in row.items():
+            back = getattr(read[row["review_id"]], name)
+            if isinstance(value, np.ndarray):
+                assert back.dtype.kind == value.dtype.kind and np.array_equal(back, value, equal_nan=True), (
+                    name
+                )
+            else:
+                assert back == value or (back is None and value is None), name
 
 
 def run(sessions: sessionmaker[Session], explainer: Explainer, job_id: int, review_ids: list[str]) -> str:
