@@ -1,5 +1,8 @@
 """The web process: `flask --app api run` or `gunicorn "api:create_app()"`. JSON API under /api (its spec at
-/api/openapi.json, Swagger UI at /api/docs), the web pages everywhere else."""
+/api/openapi.json, Swagger UI at /api/docs), the probes /healthz and /readyz, the web pages everywhere else.
+
+Outside the local demo (see Settings.local_demo) building the app writes nothing: no instance folder, no key
+file, no embedded Redis; without SECRET_KEY it refuses to start (api.security.MissingSecretKeyError)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from flask.json.provider import DefaultJSONProvider
 from flask_openapi3.models.info import Info
 from flask_openapi3.openapi import OpenAPI
 
-from api import context, docs, errors, jobs, pages, security
+from api import context, docs, errors, health, jobs, pages, security
 from api.schemas import MAX_REQUEST_BYTES, ErrorBody
 from shared.jobs.queue import make_celery
 from shared.settings import Settings
@@ -45,6 +48,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> OpenAPI:
     )
     app.json = StrictJSON(app)
     app.config.from_mapping(config)
+    app.logger.setLevel(settings.log_level.upper())
     app.extensions["sessions"] = session_factory(settings.effective_database_url)
     app.extensions["celery"] = make_celery(settings)
 
@@ -54,5 +58,6 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> OpenAPI:
     app.extensions["csrf"].exempt(jobs.bp)  # JSON only, with a bearer token: no cross-site form reaches it
     app.register_api(jobs.bp)
     app.register_blueprint(docs.bp)
+    app.register_blueprint(health.bp)
     app.register_blueprint(pages.bp)
     return app

@@ -10,14 +10,24 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from flask import Flask, Response, current_app, jsonify, make_response, render_template, request
 from flask_wtf.csrf import CSRFError
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, NotFound, SecurityError
 
 from shared.jobs.lifecycle import ConflictError, JobRequestError, NotFoundError
 
-TITLES = {400: "Bad request", 401: "Log in first", 404: "Not found", 422: "Cannot do that", 429: "Slow down"}
+TITLES = {
+    400: "Bad request",
+    401: "Log in first",
+    404: "Not found",
+    422: "Cannot do that",
+    429: "Slow down",
+    503: "Unavailable",
+}
 # Errors a pydantic model reports at the top of a body: the body as a whole is not a JSON object.
 MALFORMED = {"json_invalid", "model_type", "model_attributes_type", "dict_type"}
 
@@ -102,6 +112,29 @@ def _unexpected(exc: Exception) -> Response:
     return error_response(500, "internal_error", message, "Server error")
 
 
+def unavailable_database(exc: BaseException) -> bool:
+    """Whether a database error means the server cannot be reached (down, restarting, a connection cut, no
+    connection free): the request may succeed later. Other database errors are bugs."""
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError)
+    return isinstance(exc, PoolTimeout | psycopg.OperationalError | psycopg.InterfaceError)
+
+
+def _database_error(exc: Exception) -> Response:
+    """503 while the database cannot be reached (one log line, no traceback); anything else is a 500."""
+    if not unavailable_database(exc):
+        return _unexpected(exc)
+    current_app.logger.warning("database unavailable on %s %s: %s", request.method, request.path, exc)
+    message = (
+        "the database cannot be reached; try again shortly"
+        if wants_json()
+        else "The database cannot be reached just now; try again in a moment."
+    )
+    response = error_response(503, "database_unavailable", message)
+    response.headers["Retry-After"] = "5"
+    return response
+
+
 def register(app: Flask) -> None:
     handlers: list[tuple[type[Exception], Any]] = [
         (ApiError, _refused),
@@ -116,6 +149,9 @@ def register(app: Flask) -> None:
             ),
         ),
         (HTTPException, _http_error),
+        (DBAPIError, _database_error),
+        (PoolTimeout, _database_error),
+        (psycopg.Error, _database_error),
         (Exception, _unexpected),
     ]
     for kind, handler in handlers:

@@ -9,9 +9,11 @@ tokens too. Tokens are compared in constant time.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import os
 import secrets
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -53,25 +55,37 @@ BEARER_SCHEME: dict[str, SecurityScheme | dict[str, Any]] = {
     }
 }
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="api"'}
-# Always open: the login page, the assets every page needs and the API's documentation.
-OPEN_ENDPOINTS = ("static", "pages.login", "pages.logout", "pages.heatmap_css", "docs.")
+# Always open: the login page, the assets every page needs, the API's documentation and the health probes.
+OPEN_ENDPOINTS = ("static", "pages.login", "pages.logout", "pages.heatmap_css", "docs.", "health.")
 
 
-def secret_key(app: Flask) -> str:
-    """SECRET_KEY from the settings, or a random key kept in the instance folder (shared by all processes
-    of this machine, so a form served by one gunicorn worker validates in another)."""
-    configured: str = app.config["SETTINGS"].secret_key
-    if configured:
-        return configured
-    path = Path(app.instance_path) / "secret_key"
+class MissingSecretKeyError(RuntimeError):
+    """A deployment (REDIS_URL or PostgreSQL) started without SECRET_KEY: the web process refuses to start."""
+
+
+def secret_key(s: Settings, instance_dir: Path) -> str:
+    """SECRET_KEY from the settings. Only the local demo (embedded Redis, SQLite) may go without: a random
+    key kept in its instance folder (shared by its processes, so a form served by one gunicorn worker
+    validates in another), written to a temporary file and then linked into place, so no process reads it
+    half-written."""
+    if s.secret_key:
+        return s.secret_key
+    if not s.local_demo:
+        raise MissingSecretKeyError(
+            "SECRET_KEY is not set: a deployment (REDIS_URL or a PostgreSQL DATABASE_URL) needs one shared "
+            "by every web process (one: python -c 'import secrets; print(secrets.token_hex(32))')"
+        )
+    path = instance_dir / "secret_key"
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        instance_dir.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=instance_dir, prefix=".secret_key.")
         try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process wrote it first
-            return path.read_text().strip()
-        with os.fdopen(descriptor, "w") as out:
-            out.write(secrets.token_hex(32))
+            with os.fdopen(descriptor, "w") as out:
+                out.write(secrets.token_hex(32))
+            with contextlib.suppress(FileExistsError):  # another process linked its key first: use that
+                os.link(temporary, path)
+        finally:
+            os.unlink(temporary)
     return path.read_text().strip()
 
 
@@ -152,7 +166,7 @@ def write_limit() -> str:
 
 def register(app: Flask) -> None:
     s: Settings = app.config["SETTINGS"]
-    app.secret_key = secret_key(app)
+    app.secret_key = secret_key(s, Path(app.instance_path))
     app.session_interface = SessionOverHttps()
     if app.config.get("SESSION_COOKIE_SAMESITE") is None:  # Flask's default sends it cross-site too
         app.config["SESSION_COOKIE_SAMESITE"] = "Strict"

@@ -134,7 +134,9 @@ def main() -> None:
     url = ensure_database(args.database)
     migrate(url)
     with tempfile.TemporaryDirectory() as instance:
-        settings = replace(Settings.from_env(), database_url=url, instance_dir=Path(instance))
+        settings = replace(
+            Settings.from_env(), database_url=url, instance_dir=Path(instance), secret_key="bench"
+        )
         sessions = session_factory(settings.effective_database_url)
         job_id = stored_job(sessions, args.rows) or fill(settings, sessions, args.rows)
         with sessions() as session:

@@ -54,7 +54,8 @@ class Settings:
     trusted_hosts: tuple[str, ...] = ()  # Host header values the web app answers (empty: any)
     proxy_hops: int = 0  # reverse proxies in front of the web app whose X-Forwarded-* headers are trusted
     write_rate_limit: str = "60 per minute"  # writes per client address (Flask-Limiter syntax); empty: none
-    secret_key: str = ""  # signs the web UI's session cookie (CSRF tokens); empty: a key kept in instance_dir
+    secret_key: str = ""  # signs the web UI's session cookie (CSRF tokens); empty: only in the local demo
+    log_level: str = "INFO"  # the web app's log (gunicorn and celery take the same LOG_LEVEL in compose)
     api_url: str = "http://127.0.0.1:5000"
     batch_size: int = 500  # reviews per bulk task: ~1.5 s of work; the engine is 10 % slower at 250
     engine_chunk_size: int = 500  # reviews per engine call from a file: bounds memory (~300 MB peak)
@@ -73,6 +74,12 @@ class Settings:
         """The configured database (psycopg 3 for PostgreSQL), or a SQLite file under the instance folder."""
         return sqlalchemy_url(self.database_url) or f"sqlite:///{self.instance_dir / 'relevance.sqlite3'}"
 
+    @property
+    def local_demo(self) -> bool:
+        """The local demo: no REDIS_URL (the embedded Redis) and no PostgreSQL. Anything else is a deployment,
+        where the web process needs a SECRET_KEY and writes nothing to its instance folder."""
+        return not self.redis_url and not self.database_url.startswith(("postgresql", "postgres:"))
+
     @classmethod
     def from_env(cls) -> Settings:
         env = os.environ
@@ -89,6 +96,7 @@ class Settings:
             proxy_hops=_env_number("PROXY_HOPS", 0, int),
             write_rate_limit=env.get("RATE_LIMIT_WRITES", "60 per minute"),
             secret_key=env.get("SECRET_KEY", ""),
+            log_level=env.get("LOG_LEVEL") or "INFO",
             api_url=env.get("RELEVANCE_API_URL") or "http://127.0.0.1:5000",
             batch_size=_env_number("BATCH_SIZE", 500, int),
             engine_chunk_size=_env_number("ENGINE_CHUNK_SIZE", 500, int),

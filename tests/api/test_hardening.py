@@ -116,7 +116,8 @@ def test_writes_are_rate_limited_with_retry_after(sqlite_settings: Settings) -> 
 
 
 def test_an_unreachable_queue_leaves_a_safe_job_error(sqlite_settings: Settings) -> None:
-    client = make_client(sqlite_settings, redis_url="redis://127.0.0.1:9/0")  # nothing listens on port 9
+    unreachable = "redis://127.0.0.1:9/0"  # nothing listens on port 9
+    client = make_client(sqlite_settings, redis_url=unreachable, secret_key="k")
     response = client.post("/api/jobs", json={"dataset": "imdb-test", "limit": 2})
     assert response.status_code == 503 and "127.0.0.1" not in response.get_data(as_text=True)
     job = client.get("/api/jobs").get_json()["jobs"][0]

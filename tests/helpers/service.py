@@ -232,7 +232,9 @@ def service(
         url = request.getfixturevalue("postgres_url")
         # A key prefix of its own: test sessions running at once on this Redis never see each other's tasks.
         prefix = f"test-{uuid.uuid4().hex[:8]}:"
-        settings = replace(settings, database_url=url, redis_url=REDIS_TEST_URL, redis_prefix=prefix)
+        settings = replace(
+            settings, database_url=url, redis_url=REDIS_TEST_URL, redis_prefix=prefix, secret_key="test"
+        )
         reset_postgres(url)
     prepare_database(settings)
     running = start_service(request.param, settings, tmp_path)

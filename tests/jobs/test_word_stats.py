@@ -109,7 +109,7 @@ def test_two_web_processes_serve_the_same_stats_from_the_database(
     if backend == "postgres":
         url = request.getfixturevalue("postgres_url")
         reset_postgres(url)
-        settings = replace(settings, database_url=url)
+        settings = replace(settings, database_url=url, secret_key="test")  # a deployment: needs a key
         prepare_database(settings)
     job_id = run_job_here(settings, JobSpec(dataset="imdb-test"))
     first, second = (replace(settings, instance_dir=tmp_path / name) for name in ("host-a", "host-b"))
