@@ -1,5 +1,9 @@
-"""`make demo`: migrate, import the IMDB test set, start the embedded Redis, the workers and the web server,
-submit the 25,000-review job with a progress bar, print the URL; Ctrl-C stops everything it started."""
+"""`make demo`: migrate, import the IMDB test set, start the embedded Redis, the workers, beat and the web
+server, submit the 25,000-review job with a progress bar, print the URL; Ctrl-C (or SIGTERM, even when started
+in the background) stops everything it started.
+
+The demo is the one place without settings: SQLite and the embedded Redis under the instance folder, and a
+random SECRET_KEY for this run shared by its processes (scripts.stack.child_env; unless SECRET_KEY is set)."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from scripts.stack import Stack, child_env, start_service, stop_on_sigterm
+from scripts.stack import Stack, beat_args, child_env, start_service, stop_on_signals
 from shared.cli.jobs import Api, describe, follow
 from shared.jobs.queue import broker_url, stop_embedded_redis
 from shared.settings import Settings
@@ -44,9 +48,10 @@ def main() -> None:
     api_url = f"http://127.0.0.1:{args.port}"
     env = child_env(REDIS_URL=redis_url, RELEVANCE_API_URL=api_url)
     stack = Stack(settings.instance_dir / "logs")
-    stop_on_sigterm()
+    stop_on_signals()
     try:
-        print(f"redis: {redis_url}; starting {args.workers} bulk + 1 interactive workers and the web server")
+        print(f"redis: {redis_url}; starting {args.workers} bulk + 1 interactive workers, beat and the web")
+        stack.start("beat", beat_args(settings.instance_dir / "celerybeat-schedule"), env)
         start_service(stack, env, args.port, args.workers)
         api = Api(replace(settings, api_url=api_url))
         body = {"dataset": "imdb-test", "limit": args.limit}

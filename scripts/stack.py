@@ -1,10 +1,11 @@
-"""Starting and stopping the service's processes (web server, Celery workers) for `make demo` and
-`make bench-service`: each child runs in its own session, so Ctrl-C reaches only this process, which then
-stops every child it started (TERM, then KILL after a grace period)."""
+"""Starting and stopping the service's processes (web server, Celery workers, beat) for `make demo`,
+`make bench-service` and `make bench-load`: each child runs in its own session, so Ctrl-C reaches only this
+process, which then stops every child it started (TERM, then KILL after a grace period)."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -97,24 +98,36 @@ def worker_args(queue: str, processes: int) -> list[str]:
     ]
 
 
+def beat_args(schedule: Path) -> list[str]:
+    """Beat (the re-queue sweep's schedule), its schedule file where the caller says, not in the cwd."""
+    return ["celery", "-A", "worker", "beat", "--loglevel", "INFO", "--schedule", str(schedule)]
+
+
 def start_service(stack: Stack, env: dict[str, str], port: int, bulk_processes: int) -> None:
-    """Web server (gunicorn), the bulk worker (one process per core by default) and the interactive one."""
+    """Web server (gunicorn, one access-log line per request), the bulk worker (one process per core by
+    default) and the interactive one."""
     stack.start("worker-bulk", worker_args("bulk", bulk_processes), env)
     stack.start("worker-interactive", worker_args("interactive", 1), env)
-    web = ["gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "4", "api:create_app()"]
-    stack.start("web", web, env)
-    stack.wait_for(lambda: answers(f"http://127.0.0.1:{port}/api/jobs?limit=1"), "the web server")
+    web = ["gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "4"]
+    stack.start("web", [*web, "--access-logfile", "-", "api:create_app()"], env)
+    stack.wait_for(lambda: answers(f"http://127.0.0.1:{port}/healthz"), "the web server")
 
 
-def stop_on_sigterm() -> None:
-    """Treat SIGTERM like Ctrl-C, so `finally: stack.stop()` runs either way."""
+def stop_on_signals() -> None:
+    """SIGINT and SIGTERM both raise KeyboardInterrupt, so `finally: stack.stop()` runs either way. SIGINT is
+    installed explicitly: a process started in the background (`make demo &`) inherits it ignored."""
 
     def interrupt(_signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
+    signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)
 
 
 def child_env(**overrides: str) -> dict[str, str]:
-    """This process's environment (PATH and the like) plus the settings the children must share."""
-    return {**os.environ, **overrides}
+    """This process's environment (PATH and the like) plus the settings the children must share, and a
+    random SECRET_KEY for this run unless one is set (the web process refuses to start without one as soon
+    as REDIS_URL is set, which these runs always pass)."""
+    env = {**os.environ, **overrides}
+    env["SECRET_KEY"] = env.get("SECRET_KEY") or secrets.token_hex(32)
+    return env
