@@ -13,6 +13,7 @@ review is stored as failed.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -36,6 +37,7 @@ from shared.store.models import FINISHED, BatchDelivery, Explanation, Job, JobSt
 # What a database that is restarting, unreachable, deadlocked or locked raises: worth retrying the batch.
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
 DATABASE_ERRORS: tuple[type[Exception], ...] = (SQLAlchemyError, psycopg.Error, sqlite3.Error)
+COLUMNS = [column.name for column in Explanation.__table__.columns]  # an explanation row's, in table order
 
 
 def interrupted(exc: BaseException) -> bool:
@@ -81,12 +83,14 @@ def explanation_values(
     job_id: int, review: ReviewText, result: ExplainedReview | str, methods: list[str]
 ) -> dict[str, Any]:
     """The row of one explained (or failed) review; the stored heatmap shows the first method (LRP)."""
-    row: dict[str, Any] = {c.name: None for c in Explanation.__table__.columns}
+    row = dict.fromkeys(COLUMNS)
     row.update(job_id=job_id, review_id=review.id, true_class=review.label)
     if isinstance(result, str):
         row["error"] = result
         return row
     e, t = result.explanation, result.tokenized
+    # (2 L,) start, end, ...: np.asarray of the list of pairs costs as much as the heatmap's markup.
+    spans = np.fromiter(itertools.chain.from_iterable(t.spans), dtype=np.int32, count=2 * len(t.spans))
     row.update(
         predicted_class=e.predicted_class,
         target_class=e.target_class,
@@ -95,14 +99,15 @@ def explanation_values(
         probabilities=e.probabilities,
         token_ids=np.asarray(t.token_ids),
         tokens="\n".join(t.tokens),
-        spans=np.asarray(t.spans).reshape(-1),
+        spans=spans,
         lrp_rest=e.lrp_rest,
         truncated=result.truncated,
     )
     for method in methods:
         row[method] = getattr(e, method)
     values = getattr(e, methods[0])
-    row["heatmap_html"] = str(render_heatmap(review.text, t.spans, values, truncated=result.truncated))
+    heatmap = render_heatmap(review.text, spans.reshape(-1, 2), values, truncated=result.truncated)
+    row["heatmap_html"] = str(heatmap)
     return row
 
 
@@ -149,7 +154,6 @@ def refund_start(session_factory: sessionmaker[Session], job_id: int, review_ids
 
 # What the insert returns of each row it really inserted (not of those already there): for the counters.
 INSERTED = (Explanation.error, Explanation.predicted_class, Explanation.true_class)
-COLUMNS = [column.name for column in Explanation.__table__.columns]
 # Bound values of columns whose Python value is not the database's (the packed arrays: NumPy -> bytes).
 CONVERTERS = {
     column.name: column.type.process_bind_param
