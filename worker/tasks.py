@@ -7,14 +7,16 @@ failed with the reason. A batch out of time goes back to the queue, where its de
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, cast
 
 import orjson
 from celery import Task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
-from celery.signals import worker_ready
+from celery.signals import worker_init, worker_ready
 from celery.utils.log import get_task_logger
+from celery.worker import WorkController
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.jobs.batches import TRANSIENT_ERRORS, error_summary, fail_reviews, interrupted, run_batch
@@ -28,6 +30,7 @@ from shared.store.db import make_engine, session_factory
 from worker.app import app, explainer, settings
 
 log = get_task_logger(__name__)
+BULK_NICENESS = 10  # added to a bulk-only worker's niceness: ~1/10 of the CPU share of the others when busy
 
 
 def explain_batch(task: Task[Any, Any], job_id: int, review_ids: list[str]) -> None:
@@ -79,6 +82,14 @@ def explain_text(text: str, target: str) -> dict[str, Any]:
     return cast(dict[str, Any], orjson.loads(jsonl_line(record)))
 
 
+def lower_bulk_priority(sender: WorkController, **_: Any) -> None:
+    """A worker that serves the bulk queue only runs at a lower CPU priority (its pool processes inherit it),
+    so that on a few cores the interactive worker, the web server and PostgreSQL (which the batches wait for
+    too) go first; the bulk work takes what they leave. A worker serving both queues keeps its priority."""
+    if set(sender.app.amqp.queues.consume_from or ()) == {BULK_QUEUE}:
+        os.nice(BULK_NICENESS)
+
+
 def requeue() -> int:
     """Send again the missing reviews of stalled jobs (beat's schedule); returns how many."""
     return requeue_from(session_factory(settings.effective_database_url))
@@ -122,3 +133,4 @@ explain_batch_task = app.task(
 explain_text_task = app.task(name=EXPLAIN_TEXT)(explain_text)
 requeue_task = app.task(name=REQUEUE_STALLED, ignore_result=True)(requeue)
 worker_ready.connect(requeue_on_start)
+worker_init.connect(lower_bulk_priority)

@@ -7,15 +7,24 @@ import csv
 import io
 import os
 import signal
+import socket
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 
 import orjson
 from click.testing import CliRunner
 from sqlalchemy import func, select
+from threadpoolctl import threadpool_limits
 
 from shared.cli import main
+from shared.jobs.export import jsonl_line, review_record
 from shared.jobs.lifecycle import JobSpec, create_job, model_info
 from shared.jobs.queue import BULK_QUEUE, EXPLAIN_BATCH
+from shared.relevance.explainer import load_explainer
+from shared.render.heatmap import render_heatmap
+from shared.settings import PROJECT_ROOT
 from shared.store.db import session_factory
 from shared.store.models import Explanation, Job
 from tests.helpers.formats import EXPORT_FIELDS
@@ -149,12 +158,64 @@ def test_a_batch_delivered_twice_is_stored_once(service: Service) -> None:
 
 
 def test_interactive_explain_through_the_worker(service: Service) -> None:
-    response = service.client.post("/api/explain", json={"text": "A <b>great</b> film<br />really"})
+    text = "A <b>great</b> film<br />really"
+    response = service.client.post("/api/explain", json={"text": text})
     assert response.status_code == 200
     result = response.get_json()
     assert result["tokens"] == ["<start>", "a", "b", "great", "b", "film", "really"]
     assert len(result["relevance"]["lrp"]) == 7
     assert "<b>" not in result["heatmap_html"] and "<br>" in result["heatmap_html"]
+    # The answer is the worker's JSON byte for byte: the record and heatmap made here, as a worker makes them.
+    with threadpool_limits(1):
+        (explained,) = load_explainer(service.settings.model_path).explain([text], None)
+    assert not isinstance(explained, str)
+    heatmap = render_heatmap(
+        text, explained.tokenized.spans, explained.explanation.lrp, truncated=explained.truncated
+    )
+    assert response.data == jsonl_line(review_record(None, explained) | {"heatmap_html": heatmap})
+
+
+def test_only_a_worker_of_the_bulk_queue_alone_runs_at_a_lower_priority(service: Service) -> None:
+    def niceness(pid: int) -> list[int]:  # the process's and its pool processes'
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return [os.getpriority(os.PRIO_PROCESS, p) for p in [pid, *map(int, children)]]
+
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    assert set(niceness(service.worker.pid)) == {own}  # the fixture's worker serves both queues
+    name = f"bulk-only-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
+    settings = service.settings
+    env = dict(
+        os.environ,
+        DATABASE_URL=settings.database_url,
+        REDIS_URL=settings.redis_url,
+        REDIS_PREFIX=settings.redis_prefix,
+        INSTANCE_DIR=str(settings.instance_dir),
+        MODEL_PATH=str(settings.model_path),
+    )
+    command = [
+        "celery",
+        "-A",
+        "worker",
+        "worker",
+        "-Q",
+        BULK_QUEUE,
+        "-c",
+        "2",
+        "-n",
+        name,
+        "--without-mingle",
+    ]
+    worker = subprocess.Popen(
+        [sys.executable, "-m", *command], cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL
+    )
+    try:
+        celery = service.app.extensions["celery"]
+        service.wait_for(lambda: celery.control.ping([name], timeout=0.5), "the bulk-only worker")
+        lowered = niceness(worker.pid)
+        assert len(lowered) == 3 and len(set(lowered)) == 1 and lowered[0] > own  # main and pool processes
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
 
 
 def test_cli_submit_wait_status_and_export_over_http(service: Service, tmp_path: Path) -> None:
