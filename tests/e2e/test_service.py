@@ -28,7 +28,7 @@ from shared.settings import PROJECT_ROOT
 from shared.store.db import session_factory
 from shared.store.models import Explanation, Job
 from tests.helpers.formats import EXPORT_FIELDS
-from tests.helpers.service import Service, cli_env
+from tests.helpers.service import Service, cli_env, worker_env
 
 
 def stored_rows(service: Service, job_id: int) -> int:
@@ -183,15 +183,7 @@ def test_only_a_worker_of_the_bulk_queue_alone_runs_at_a_lower_priority(service:
     own = os.getpriority(os.PRIO_PROCESS, 0)
     assert set(niceness(service.worker.pid)) == {own}  # the fixture's worker serves both queues
     name = f"bulk-only-{uuid.uuid4().hex[:6]}@{socket.gethostname()}"
-    settings = service.settings
-    env = dict(
-        os.environ,
-        DATABASE_URL=settings.database_url,
-        REDIS_URL=settings.redis_url,
-        REDIS_PREFIX=settings.redis_prefix,
-        INSTANCE_DIR=str(settings.instance_dir),
-        MODEL_PATH=str(settings.model_path),
-    )
+    env = worker_env(service.settings, service.log.parent)
     command = [
         "celery",
         "-A",

@@ -178,11 +178,9 @@ class Service:
         self.wait_for(idle, "the worker to go idle")
 
 
-def start_service(name: str, settings: Settings, log_dir: Path) -> Service:
-    """The API app in this process (which also owns an embedded Redis, if any) and a worker subprocess."""
-    app = create_app({"SETTINGS": settings, "TESTING": True})
-    celery = app.extensions["celery"]
-    env = dict(
+def worker_env(settings: Settings, log_dir: Path) -> dict[str, str]:
+    """The environment of a worker process of this service."""
+    return dict(
         os.environ,
         DATABASE_URL=settings.database_url,
         REDIS_URL=settings.redis_url,
@@ -192,6 +190,13 @@ def start_service(name: str, settings: Settings, log_dir: Path) -> Service:
         # Workers read reviews from the database and the vocabulary from the model file: no data folder.
         IMDB_DIR=str(log_dir / "no-imdb-data"),
     )
+
+
+def start_service(name: str, settings: Settings, log_dir: Path) -> Service:
+    """The API app in this process (which also owns an embedded Redis, if any) and a worker subprocess."""
+    app = create_app({"SETTINGS": settings, "TESTING": True})
+    celery = app.extensions["celery"]
+    env = worker_env(settings, log_dir)
     log = log_dir / f"worker-{name}.log"
     command = [sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", "bulk,interactive", "-c", "2"]
     command += ["-n", f"{name}-{uuid.uuid4().hex[:6]}@%h", "--without-mingle", "--without-gossip"]
