@@ -35,7 +35,13 @@ from shared.store.db import insert_for
 from shared.store.models import FINISHED, BatchDelivery, Explanation, Job, JobStatus, Review, utcnow
 
 # What a database that is restarting, unreachable, deadlocked or locked raises: worth retrying the batch.
-TRANSIENT_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
+# The same from psycopg itself: the COPY of `copy_rows` talks to the driver directly.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
 DATABASE_ERRORS: tuple[type[Exception], ...] = (SQLAlchemyError, psycopg.Error, sqlite3.Error)
 COLUMNS = [column.name for column in Explanation.__table__.columns]  # an explanation row's, in table order
 
