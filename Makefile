@@ -58,3 +58,8 @@ demo: install ## the service on this machine (SQLite, embedded Redis, workers, w
 
 bench-service: install ## 25k reviews through the API, 2 workers, PostgreSQL: wall time, reviews/s, storage
 	$(BIN)/python -m scripts.bench_service $(BENCH_ARGS)
+
+.PHONY: bench-load
+
+bench-load: install ## 16 clients read for 60 s while the 25k job runs: req/s, p50/p95/p99, errors, job slowdown
+	$(BIN)/python -m scripts.bench_load $(BENCH_ARGS)
