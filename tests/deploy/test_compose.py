@@ -36,6 +36,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import redis
 import requests
 import yaml
 from sqlalchemy.engine import make_url
@@ -257,6 +258,10 @@ def rig(assets: tuple[Path, Path]) -> Iterator[Rig]:
                 process.wait()
         with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        server = redis.Redis.from_url(REDIS_URL)
+        keys = list(server.scan_iter(match=f"{rig.prefix}*"))
+        if keys:
+            server.delete(*keys)
         subprocess.run(["chmod", "-R", "u+w", str(folder)], check=True)
         shutil.rmtree(folder, ignore_errors=True)
 
