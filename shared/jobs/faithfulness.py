@@ -13,10 +13,11 @@ its rows (`word_stats.cache_key`, which names the job's end time and counters).
 from __future__ import annotations
 
 import functools
+import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -156,11 +157,31 @@ def _finished(database_url: str, key: str, job_id: int) -> JobFaithfulness:
         return compute(session, job_id)
 
 
+T = TypeVar("T")
+RUNNING_REFRESH_SECONDS = 10.0  # a running job's sums and charts are at most this old, per web process
+_running: dict[tuple[str, int, str], tuple[float, Any]] = {}  # (database, job, what) -> (when, value)
+
+
+def _while_running(database_url: str, job_id: int, what: str, make: Callable[[], T]) -> T:
+    """A running job's value, recomputed at most every RUNNING_REFRESH_SECONDS: a pass over all its rows on
+    every view would let a page that many readers poll compete with the job for the cores."""
+    now = time.monotonic()
+    key = (database_url, job_id, what)
+    cached = _running.get(key)
+    if cached is None or now - cached[0] > RUNNING_REFRESH_SECONDS:
+        for old in [k for k, (when, _) in _running.items() if now - when > RUNNING_REFRESH_SECONDS]:
+            _running.pop(old, None)
+        cached = (now, make())
+        _running[key] = cached
+    return cast(T, cached[1])
+
+
 def job_faithfulness(session: Session, database_url: str, job: Job) -> JobFaithfulness:
-    """The job's sums: a finished job's from memory after the first pass, a running job's as they are."""
+    """The job's sums: a finished job's from memory after the first pass, a running job's as they were at
+    most RUNNING_REFRESH_SECONDS ago."""
     if job.status in FINISHED:
         return _finished(database_url, cache_key(database_url, job), job.id)
-    return compute(session, job.id)
+    return _while_running(database_url, job.id, "sums", lambda: compute(session, job.id))
 
 
 # --- as numbers, as JSON and as a picture -------------------------------------------------------------------
@@ -323,7 +344,12 @@ def chart_png(session: Session, database_url: str, job: Job, kind: str) -> bytes
     """One of CHARTS of the job: a finished job's drawn once per process, a running job's as it is."""
     if job.status in FINISHED:
         return _finished_chart(database_url, cache_key(database_url, job), job.id, kind)
-    return CHARTS[kind](summary(job, compute(session, job.id)))
+    return _while_running(
+        database_url,
+        job.id,
+        kind,
+        lambda: CHARTS[kind](summary(job, job_faithfulness(session, database_url, job))),
+    )
 
 
 @functools.lru_cache(maxsize=32)
