@@ -13,7 +13,7 @@ import pytest
 from api import create_app
 from api.security import MissingSecretKeyError
 from shared.settings import Settings
-from tests.faults.harness import PostgresCluster, fresh_database
+from tests.faults.harness import PostgresCluster, fresh_database, own_postgres
 from tests.helpers.service import REDIS_TEST_URL, prepare_database
 
 
@@ -38,13 +38,8 @@ def test_a_deployment_without_secret_key_refuses_to_start_and_the_demo_writes_it
 
 @pytest.fixture
 def cluster() -> Iterator[PostgresCluster]:
-    """A PostgreSQL cluster of the test's own (the test stops it)."""
-    server = PostgresCluster()
-    try:
-        server.start()
+    with own_postgres() as server:
         yield server
-    finally:
-        server.remove()
 
 
 def test_every_request_answers_503_while_the_database_is_stopped(

@@ -128,6 +128,17 @@ class PostgresCluster:
 
 
 @contextlib.contextmanager
+def own_postgres() -> Iterator[PostgresCluster]:
+    """A started PostgreSQL cluster of the test's own (the test may stop and start it), removed afterwards."""
+    server = PostgresCluster()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
+@contextlib.contextmanager
 def fresh_database(admin_url: str = POSTGRES_ADMIN_URL) -> Iterator[str]:
     """A new database on the given server, dropped afterwards; yields its URL."""
     name = f"relevance_faults_{uuid.uuid4().hex[:10]}"

@@ -11,7 +11,13 @@ import psycopg
 import pytest
 
 from shared.jobs.lifecycle import JobSpec
-from tests.faults.harness import Deployment, PostgresCluster, deployment_settings, fresh_database
+from tests.faults.harness import (
+    Deployment,
+    PostgresCluster,
+    deployment_settings,
+    fresh_database,
+    own_postgres,
+)
 from tests.helpers.service import REDIS_TEST_URL
 
 TOTAL = 5_000
@@ -20,12 +26,8 @@ OUTAGE_SECONDS = 20.0
 
 @pytest.fixture
 def cluster() -> Iterator[PostgresCluster]:
-    server = PostgresCluster()
-    try:
-        server.start()
+    with own_postgres() as server:
         yield server
-    finally:
-        server.remove()
 
 
 def test_a_job_outlives_a_database_stopped_for_20_seconds(
