@@ -32,10 +32,8 @@ import redis
 import requests
 
 from api.pages.jobs import PER_PAGE as JOB_PAGE_ROWS
-from scripts.stack import Stack, child_env, start_service, stop_on_signals
+from scripts.stack import Stack, benchmark_database, child_env, start_service, stop_on_signals
 from shared.settings import Settings
-from shared.store.datasets import find_split, import_reviews
-from shared.store.db import migrate, session_factory
 
 KINDS = ("status", "explanations", "job page (running)", "job page (finished)", "review page")
 GOAL_ERRORS = 0
@@ -43,13 +41,6 @@ GOAL_P95_MS = 250.0
 GOAL_SLOWDOWN = 0.20  # the loaded job's wall time within 20 % of the unloaded one
 PER_PAGE = 50  # asked of the API (its default)
 POLL_SECONDS = 0.5
-
-
-def fresh_database(admin_url: str, name: str) -> str:
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{name}"')
-    return admin_url.rsplit("/", 1)[0] + f"/{name}"
 
 
 def job_wall(job: dict[str, Any]) -> float:
@@ -238,13 +229,9 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     args = parser.parse_args()
 
-    url = fresh_database(args.admin_url, args.database)
+    url = benchmark_database(args.admin_url, args.database, Settings.from_env().imdb_dir)
     prefix = f"bench-load-{uuid.uuid4().hex[:8]}:"
     settings = replace(Settings.from_env(), database_url=url, redis_url=args.redis_url, redis_prefix=prefix)
-    migrate(settings.effective_database_url)
-    source, reviews = find_split(settings.imdb_dir, "test")
-    with session_factory(settings.effective_database_url)() as session:
-        import_reviews(session, "test", source, reviews)
     base = f"http://127.0.0.1:{args.port}"
     env = child_env(
         DATABASE_URL=url,

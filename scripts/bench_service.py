@@ -15,30 +15,21 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-import psycopg
 import redis
 import requests
 from sqlalchemy import text
 from threadpoolctl import threadpool_limits
 
-from scripts.stack import Stack, child_env, start_service, stop_on_signals
+from scripts.stack import Stack, benchmark_database, child_env, start_service, stop_on_signals
 from shared.cli.jobs import Api
 from shared.relevance.explainer import load_explainer
 from shared.settings import Settings, sqlalchemy_url
-from shared.store.datasets import find_split, import_reviews
-from shared.store.db import migrate, session_factory
+from shared.store.datasets import find_split
+from shared.store.db import session_factory
 
 PHASES = ("engine", "render", "write", "faithfulness")
 GOAL_RATIO = 2.0  # the job through the API against the one-core engine time of the same reviews
 SAMPLE_TEXT = "This film was a waste of time, although the actors did their best.<br /><br />Two stars."
-
-
-def fresh_database(admin_url: str, name: str) -> str:
-    """Drop and create the benchmark database, so the storage figures count this run only."""
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{name}"')
-    return admin_url.rsplit("/", 1)[0] + f"/{name}"
 
 
 def explain_latency(api_url: str) -> float:
@@ -147,13 +138,9 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    url = fresh_database(args.admin_url, args.database)
+    url = benchmark_database(args.admin_url, args.database, Settings.from_env().imdb_dir)
     redis.Redis.from_url(args.redis_url).flushdb()
     settings = replace(Settings.from_env(), database_url=url, redis_url=args.redis_url)
-    migrate(settings.effective_database_url)
-    source, reviews = find_split(settings.imdb_dir, "test")
-    with session_factory(settings.effective_database_url)() as session:
-        import_reviews(session, "test", source, reviews)
     api_url = f"http://127.0.0.1:{args.port}"
     # The limiter still counts every write (its Redis round trip is part of the latency), but never refuses.
     env = child_env(

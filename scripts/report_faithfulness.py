@@ -12,14 +12,13 @@ from typing import Any
 
 from threadpoolctl import threadpool_limits
 
-from scripts.bench_service import fresh_database
+from scripts.stack import benchmark_database
 from shared.jobs.batches import run_batch
 from shared.jobs.faithfulness import LABELS, agreement_png, compute, curves_png, summary
 from shared.jobs.lifecycle import JobSpec, create_job, model_info
 from shared.relevance.explainer import load_explainer
 from shared.settings import Settings, sqlalchemy_url
-from shared.store.datasets import find_split, import_reviews
-from shared.store.db import migrate, session_factory
+from shared.store.db import session_factory
 from shared.store.models import Job
 
 ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -97,11 +96,7 @@ def main() -> None:
     parser.add_argument("--png", type=Path, help="save the curves of the first job here")
     args = parser.parse_args()
     settings = Settings.from_env()
-    url = sqlalchemy_url(fresh_database(ADMIN_URL, args.database))
-    migrate(url)
-    source, reviews = find_split(settings.imdb_dir, "test")
-    with session_factory(url)() as session:
-        import_reviews(session, "test", source, reviews)
+    url = sqlalchemy_url(benchmark_database(ADMIN_URL, args.database, settings.imdb_dir))
     for n, every in enumerate(args.every):
         spec = JobSpec(dataset="imdb-test", limit=args.limit, faithfulness=True, faithfulness_every=every)
         job_id = run_job(url, settings, spec, args.processes)

@@ -1,6 +1,7 @@
 """Starting and stopping the service's processes (web server, Celery workers, beat) for `make demo`,
 `make bench-service` and `make bench-load`: each child runs in its own session, so Ctrl-C reaches only this
-process, which then stops every child it started (TERM, then KILL after a grace period)."""
+process, which then stops every child it started (TERM, then KILL after a grace period). Also the benchmarks'
+database of their own, filled with the IMDB test split."""
 
 from __future__ import annotations
 
@@ -15,9 +16,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import psycopg
 import requests
 
-from shared.settings import PROJECT_ROOT
+from shared.settings import PROJECT_ROOT, sqlalchemy_url
+from shared.store.datasets import find_split, import_reviews
+from shared.store.db import migrate, session_factory
 
 GRACE_SECONDS = 20.0
 
@@ -131,3 +135,17 @@ def child_env(**overrides: str) -> dict[str, str]:
     env = {**os.environ, **overrides}
     env["SECRET_KEY"] = env.get("SECRET_KEY") or secrets.token_hex(32)
     return env
+
+
+def benchmark_database(admin_url: str, name: str, imdb_dir: Path) -> str:
+    """Drop and create the database `name` on the admin URL's server (so the figures count this run only),
+    migrate it and import the IMDB test split; its plain PostgreSQL URL."""
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
+    migrate(sqlalchemy_url(url))
+    source, reviews = find_split(imdb_dir, "test")
+    with session_factory(sqlalchemy_url(url))() as session:
+        import_reviews(session, "test", source, reviews)
+    return url
