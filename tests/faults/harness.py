@@ -29,7 +29,7 @@ from shared.jobs.queue import BULK_QUEUE, EXPLAIN_BATCH, make_celery
 from shared.settings import PROJECT_ROOT, Settings
 from shared.store.db import session_factory
 from shared.store.models import BatchDelivery, Explanation, Job
-from tests.helpers.service import POSTGRES_ADMIN_URL, prepare_database
+from tests.helpers.service import POSTGRES_ADMIN_URL, prepare_database, settings_env
 
 DEADLINE = 120.0  # seconds any one wait may take before the test fails
 POSTGRES_BIN = (
@@ -152,24 +152,6 @@ def fresh_database(admin_url: str = POSTGRES_ADMIN_URL) -> Iterator[str]:
             psycopg.connect(admin_url, autocommit=True) as admin,
         ):
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that gives a worker or beat process these settings."""
-    return dict(
-        os.environ,
-        DATABASE_URL=settings.database_url,
-        REDIS_URL=settings.redis_url,
-        REDIS_PREFIX=settings.redis_prefix,
-        INSTANCE_DIR=str(settings.instance_dir),
-        MODEL_PATH=str(settings.model_path),
-        IMDB_DIR=str(settings.imdb_dir),
-        BATCH_SIZE=str(settings.batch_size),
-        STALL_SECONDS=str(settings.stall_seconds),
-        SWEEP_SECONDS=str(settings.sweep_seconds),
-        BATCH_RETRIES=str(settings.batch_retries),
-        MAX_DELIVERIES=str(settings.max_deliveries),
-    )
 
 
 @dataclass

@@ -178,18 +178,28 @@ class Service:
         self.wait_for(idle, "the worker to go idle")
 
 
+def settings_env(settings: Settings, **overrides: str) -> dict[str, str]:
+    """The environment that gives a worker or beat process these settings (then `overrides`)."""
+    own = {
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "REDIS_PREFIX": settings.redis_prefix,
+        "INSTANCE_DIR": str(settings.instance_dir),
+        "MODEL_PATH": str(settings.model_path),
+        "IMDB_DIR": str(settings.imdb_dir),
+        "BATCH_SIZE": str(settings.batch_size),
+        "STALL_SECONDS": str(settings.stall_seconds),
+        "SWEEP_SECONDS": str(settings.sweep_seconds),
+        "BATCH_RETRIES": str(settings.batch_retries),
+        "MAX_DELIVERIES": str(settings.max_deliveries),
+    }
+    return {**os.environ, **own, **overrides}
+
+
 def worker_env(settings: Settings, log_dir: Path) -> dict[str, str]:
-    """The environment of a worker process of this service."""
-    return dict(
-        os.environ,
-        DATABASE_URL=settings.database_url,
-        REDIS_URL=settings.redis_url,
-        REDIS_PREFIX=settings.redis_prefix,
-        INSTANCE_DIR=str(settings.instance_dir),
-        MODEL_PATH=str(settings.model_path),
-        # Workers read reviews from the database and the vocabulary from the model file: no data folder.
-        IMDB_DIR=str(log_dir / "no-imdb-data"),
-    )
+    """The environment of a worker process of this service: workers read reviews from the database and the
+    vocabulary from the model file, so its data folder does not exist."""
+    return settings_env(settings, IMDB_DIR=str(log_dir / "no-imdb-data"))
 
 
 def start_service(name: str, settings: Settings, log_dir: Path) -> Service:
