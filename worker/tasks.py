@@ -56,7 +56,7 @@ def explain_batch(task: Task[Any, Any], job_id: int, review_ids: list[str]) -> N
         log.exception("batch job=%d reviews=%d failed", job_id, len(review_ids))
         outcome = fail_reviews(sessions, job_id, review_ids, f"batch failed: {error_summary(exc)}")
     for batch in outcome.split:
-        app.send_task(EXPLAIN_BATCH, args=[job_id, batch], queue=BULK_QUEUE)
+        send_batch(job_id, batch)
     log.info(
         "batch job=%d reviews=%d seconds=%.3f %s", job_id, len(review_ids), _since(started), outcome.summary
     )
